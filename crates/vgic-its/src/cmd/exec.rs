@@ -1,0 +1,379 @@
+// Copyright 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Command queue processing (IHI 0069H 5.3) and command execution.
+
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+use super::decode::{self, COMMAND_SIZE, RawCommand};
+use super::{Command, CommandError, CommandErrorKind};
+use crate::config::CommandErrorPolicy;
+use crate::events::MappingEvent;
+use crate::its::Its;
+use crate::redist::Redistributors;
+use crate::regs::{cbaser_base, cbaser_queue_bytes};
+use crate::tables::device::DeviceEntry;
+use crate::tables::itt::IttEntry;
+use crate::tables::{TableError, TableKind};
+
+impl Its {
+    /// Process commands from `GITS_CREADR` up to `GITS_CWRITER`.
+    ///
+    /// Runs only while `GITS_CTLR.Enabled == 1`, `GITS_CBASER.Valid == 1` and the queue is not
+    /// stalled. The loop is bounded by the number of 32-byte slots in the queue (at most
+    /// 256 * 4 KiB / 32 = 32768), so it ends even if the guest rewrites the queue under it.
+    /// A failing command is handled per [`CommandErrorPolicy`]: with `Stall`, `GITS_CREADR`
+    /// stays at it and `Stalled` is set (test `stall_and_retry`); with `Skip` processing goes
+    /// on (test `skip_policy_continues`).
+    ///
+    /// Called by the `GITS_CWRITER` and `GITS_CTLR` writes; public for VMMs that restore a
+    /// snapshot or defer processing. Returns the number of commands executed.
+    pub fn process_commands<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+    ) -> usize {
+        if !self.enabled || self.stalled || !crate::regs::cbaser_valid(self.cbaser) {
+            return 0;
+        }
+        let queue = cbaser_queue_bytes(self.cbaser);
+        let base = cbaser_base(self.cbaser);
+        if self.creadr >= queue || self.cwriter >= queue {
+            return 0;
+        }
+        let mut budget = queue / COMMAND_SIZE;
+        let mut done = 0;
+        while self.creadr != self.cwriter && budget > 0 {
+            budget -= 1;
+            let offset = self.creadr;
+            let result = self.fetch(mem, base, offset).and_then(|raw| {
+                let op = raw.cmd_type();
+                self.execute(mem, rd, &raw).map_err(|kind| (op, kind))
+            });
+            done += 1;
+            self.commands_processed += 1;
+            if let Err((opcode, kind)) = result {
+                let err = CommandError {
+                    opcode,
+                    offset,
+                    kind,
+                };
+                log::debug!("{err}");
+                self.last_error = Some(err);
+                if self.config.error_policy == CommandErrorPolicy::Stall {
+                    self.stalled = true;
+                    break;
+                }
+            }
+            self.creadr = (offset + COMMAND_SIZE) % queue;
+        }
+        done
+    }
+
+    fn fetch<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        base: u64,
+        offset: u64,
+    ) -> Result<RawCommand, (u8, CommandErrorKind)> {
+        let addr = base + offset;
+        let mut bytes = [0u8; 32];
+        mem.read_slice(&mut bytes, GuestAddress(addr)).map_err(|_| {
+            (
+                0,
+                CommandErrorKind::TableFault(TableError::Read {
+                    kind: TableKind::CommandQueue,
+                    addr,
+                    len: 32,
+                }),
+            )
+        })?;
+        Ok(RawCommand::from_bytes(&bytes))
+    }
+
+    /// Decode through the one table and execute a single command.
+    pub(crate) fn execute<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+        raw: &RawCommand,
+    ) -> Result<(), CommandErrorKind> {
+        let decode = decode::lookup(raw.cmd_type())
+            .and_then(|spec| spec.decode)
+            .ok_or(CommandErrorKind::Unsupported)?;
+        match decode(raw) {
+            Command::Mapd {
+                device_id,
+                size,
+                itt_addr,
+                valid,
+            } => self.mapd(mem, rd, device_id, size, itt_addr, valid),
+            Command::Mapc {
+                icid,
+                rdbase,
+                valid,
+            } => self.mapc(mem, rd, icid, rdbase, valid),
+            Command::Mapti {
+                device_id,
+                event_id,
+                intid,
+                icid,
+            } => self.mapti(mem, rd, device_id, event_id, intid, icid),
+            Command::Int {
+                device_id,
+                event_id,
+            } => {
+                let t = self.lookup(mem, device_id, event_id)?;
+                rd.set_lpi_pending(t.vcpu, t.intid);
+                Ok(())
+            }
+            Command::Clear {
+                device_id,
+                event_id,
+            } => {
+                let t = self.lookup(mem, device_id, event_id)?;
+                rd.clear_lpi_pending(t.vcpu, t.intid);
+                Ok(())
+            }
+            Command::Inv {
+                device_id,
+                event_id,
+            } => {
+                let t = self.lookup(mem, device_id, event_id)?;
+                rd.invalidate_lpi(t.vcpu, t.intid);
+                Ok(())
+            }
+            Command::Discard {
+                device_id,
+                event_id,
+            } => self.discard(mem, rd, device_id, event_id),
+            Command::Movi {
+                device_id,
+                event_id,
+                icid,
+            } => self.movi(mem, rd, device_id, event_id, icid),
+            Command::Invall { icid } => {
+                let vcpu = self
+                    .read_collection(mem, icid)?
+                    .ok_or(CommandErrorKind::UnmappedCollection { icid })?;
+                rd.invalidate_all(vcpu);
+                Ok(())
+            }
+            Command::Sync { rdbase } => {
+                let vcpu = self.processor(rdbase)?;
+                rd.sync(vcpu);
+                Ok(())
+            }
+            Command::Movall { rdbase1, rdbase2 } => {
+                let from = self.processor(rdbase1)?;
+                let to = self.processor(rdbase2)?;
+                if from != to {
+                    rd.move_all_lpis(from, to);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// RDbase as a processor number (`GITS_TYPER.PTA == 0`), or `PROCNUM_OOR`.
+    fn processor(&self, rdbase: u64) -> Result<u32, CommandErrorKind> {
+        if rdbase < u64::from(self.config.vcpus) {
+            Ok(rdbase as u32)
+        } else {
+            Err(CommandErrorKind::ProcnumOor {
+                rdbase,
+                vcpus: self.config.vcpus,
+            })
+        }
+    }
+
+    /// IHI 0069H 5.3.8 MAPD: checks `DEVICE_OOR` (DeviceID beyond Devbits or the Device
+    /// table) then, when V = 1, `ITTSIZE_OOR` (Size + 1 beyond `GITS_TYPER.ID_bits + 1`).
+    /// Tests: `mapd_errors`, `flat_and_two_level_device_tables`.
+    fn mapd<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+        device_id: u32,
+        size: u8,
+        itt_addr: u64,
+        valid: bool,
+    ) -> Result<(), CommandErrorKind> {
+        let addr = self.device_entry_addr(mem, device_id)?;
+        let entry = if valid {
+            let bits = size + 1;
+            if bits > self.config.event_id_bits {
+                return Err(CommandErrorKind::IttSizeOor {
+                    bits,
+                    max: self.config.event_id_bits,
+                });
+            }
+            Some(DeviceEntry {
+                itt_addr,
+                event_id_bits: bits,
+            })
+        } else {
+            None
+        };
+        self.write_device(mem, addr, entry)?;
+        self.cache.invalidate_device(device_id);
+        rd.mapping_changed(&match entry {
+            Some(e) => MappingEvent::DeviceMapped {
+                device_id,
+                itt_addr: e.itt_addr,
+                event_id_bits: e.event_id_bits,
+            },
+            None => MappingEvent::DeviceUnmapped { device_id },
+        });
+        Ok(())
+    }
+
+    /// IHI 0069H 5.3.7 MAPC: checks `COLLECTION_OOR` (ICID beyond the collection ID space or
+    /// the Collection table) then, when V = 1, `PROCNUM_OOR`. Test: `mapc_errors`.
+    fn mapc<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+        icid: u16,
+        rdbase: u64,
+        valid: bool,
+    ) -> Result<(), CommandErrorKind> {
+        let previous = self.read_collection(mem, icid)?;
+        let target = if valid {
+            Some(self.processor(rdbase)?)
+        } else {
+            None
+        };
+        self.write_collection(mem, icid, target)?;
+        self.cache.invalidate_collection(icid);
+        rd.mapping_changed(&match target {
+            Some(vcpu) => MappingEvent::CollectionMapped {
+                icid,
+                vcpu,
+                previous,
+            },
+            None => MappingEvent::CollectionUnmapped { icid, previous },
+        });
+        Ok(())
+    }
+
+    /// IHI 0069H 5.3.10 MAPTI / 5.3.9 MAPI: checks `DEVICE_OOR`, `COLLECTION_OOR`,
+    /// `UNMAPPED_DEVICE`, `ID_OOR`, `PHYSICALID_OOR`, in that order. The collection need not
+    /// be mapped yet. A MAPTI over a valid mapping replaces it (reported as
+    /// [`MappingEvent::EventUnmapped`] then [`MappingEvent::EventMapped`]).
+    /// Tests: `mapti_errors`, `mapti_replaces_mapping`.
+    fn mapti<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+        device_id: u32,
+        event_id: u32,
+        intid: u32,
+        icid: u16,
+    ) -> Result<(), CommandErrorKind> {
+        self.device_entry_addr(mem, device_id)?;
+        let vcpu = self.read_collection(mem, icid)?;
+        let dte = self.read_device(mem, device_id)?;
+        if !dte.covers(event_id) {
+            return Err(CommandErrorKind::IdOor {
+                device_id,
+                event_id,
+                bits: dte.event_id_bits,
+            });
+        }
+        if !self.intid_is_lpi(intid) {
+            return Err(CommandErrorKind::PhysicalIdOor {
+                intid,
+                intid_bits: self.config.intid_bits,
+            });
+        }
+        let old = self.read_ite(mem, &dte, event_id)?;
+        self.write_ite(mem, &dte, event_id, Some(IttEntry { intid, icid }))?;
+        self.cache.invalidate(device_id, event_id);
+        if let Some(old) = old {
+            rd.mapping_changed(&MappingEvent::EventUnmapped {
+                device_id,
+                event_id,
+                intid: old.intid,
+                icid: old.icid,
+            });
+        }
+        rd.mapping_changed(&MappingEvent::EventMapped {
+            device_id,
+            event_id,
+            intid,
+            icid,
+            vcpu,
+        });
+        Ok(())
+    }
+
+    /// IHI 0069H 5.3.3 DISCARD: checks `DEVICE_OOR`, `UNMAPPED_DEVICE`, `ID_OOR`,
+    /// `UNMAPPED_INTERRUPT`; clears the pending state on the collection's target when the
+    /// collection is mapped, then invalidates the ITE. Test: `discard_clears_and_unmaps`.
+    fn discard<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+        device_id: u32,
+        event_id: u32,
+    ) -> Result<(), CommandErrorKind> {
+        let (dte, ite) = self.resolve_event(mem, device_id, event_id)?;
+        if let Ok(vcpu) = self.collection_target(mem, ite.icid) {
+            rd.clear_lpi_pending(vcpu, ite.intid);
+        }
+        self.write_ite(mem, &dte, event_id, None)?;
+        self.cache.invalidate(device_id, event_id);
+        rd.mapping_changed(&MappingEvent::EventUnmapped {
+            device_id,
+            event_id,
+            intid: ite.intid,
+            icid: ite.icid,
+        });
+        Ok(())
+    }
+
+    /// IHI 0069H 5.3.13 MOVI: checks `DEVICE_OOR`, `COLLECTION_OOR`, `UNMAPPED_DEVICE`,
+    /// `ID_OOR`, `UNMAPPED_INTERRUPT`, `UNMAPPED_COLLECTION` (new collection). Moves the
+    /// pending state from the old collection's target when it is mapped and differs.
+    /// Test: `movi_moves_pending_state`.
+    fn movi<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+        device_id: u32,
+        event_id: u32,
+        icid: u16,
+    ) -> Result<(), CommandErrorKind> {
+        self.device_entry_addr(mem, device_id)?;
+        let new_target = self.read_collection(mem, icid)?;
+        let (dte, ite) = self.resolve_event(mem, device_id, event_id)?;
+        let to = new_target.ok_or(CommandErrorKind::UnmappedCollection { icid })?;
+        let from = self.collection_target(mem, ite.icid).ok();
+        self.write_ite(
+            mem,
+            &dte,
+            event_id,
+            Some(IttEntry {
+                intid: ite.intid,
+                icid,
+            }),
+        )?;
+        self.cache.invalidate(device_id, event_id);
+        if let Some(from) = from
+            && from != to
+        {
+            rd.move_lpi(from, to, ite.intid);
+        }
+        rd.mapping_changed(&MappingEvent::EventMoved {
+            device_id,
+            event_id,
+            intid: ite.intid,
+            from_icid: ite.icid,
+            to_icid: icid,
+            from_vcpu: from,
+            to_vcpu: to,
+        });
+        Ok(())
+    }
+}
