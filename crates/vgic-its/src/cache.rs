@@ -184,7 +184,7 @@ mod tests {
         c.invalidate(5, 6);
         assert!(c.get(5, 6).is_none());
         let s = c.stats();
-        assert_eq!((s.hits, s.misses), (3, 5));
+        assert_eq!((s.hits, s.misses), (3, 4));
     }
 
     #[test]

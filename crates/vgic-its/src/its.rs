@@ -103,6 +103,12 @@ impl Its {
         self.last_error.as_ref()
     }
 
+    /// Take the most recent command error, leaving none (lets a VMM or test attribute each
+    /// error to the command that raised it).
+    pub fn take_last_command_error(&mut self) -> Option<CommandError> {
+        self.last_error.take()
+    }
+
     /// Number of commands executed (successfully or not) since creation or restore.
     pub fn commands_processed(&self) -> u64 {
         self.commands_processed

@@ -25,7 +25,6 @@
 
 use vm_memory::GuestMemory;
 
-use crate::config::LPI_BASE;
 use crate::its::{BASER_COUNT, Its};
 use crate::redist::Redistributors;
 use crate::tables::baser::baser_write;
@@ -154,8 +153,8 @@ impl Its {
     pub fn mmio_read(&self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         let value: u64 = match data.len() {
-            8 if offset % 8 == 0 => self.read64(offset).unwrap_or(0),
-            4 if offset % 4 == 0 => match self.read32(offset) {
+            8 if offset.is_multiple_of(8) => self.read64(offset).unwrap_or(0),
+            4 if offset.is_multiple_of(4) => match self.read32(offset) {
                 Some(v) => u64::from(v),
                 None => self
                     .read64(offset & !7)
@@ -211,8 +210,8 @@ impl Its {
         }
 
         match data.len() {
-            8 if offset % 8 == 0 => self.write64(mem, rd, offset, value),
-            4 if offset % 4 == 0 => {
+            8 if offset.is_multiple_of(8) => self.write64(mem, rd, offset, value),
+            4 if offset.is_multiple_of(4) => {
                 if offset == GITS_CTLR {
                     self.write_ctlr(mem, rd, value as u32);
                 } else if let Some(old) = self.read64(offset & !7) {
@@ -298,6 +297,6 @@ impl Its {
     /// Whether `intid` is in the LPI range this ITS accepts (8192 ..
     /// 2^[`ItsConfig::intid_bits`](crate::ItsConfig::intid_bits)).
     pub fn is_valid_lpi(&self, intid: u32) -> bool {
-        intid >= LPI_BASE && self.intid_is_lpi(intid)
+        self.intid_is_lpi(intid)
     }
 }
