@@ -1,0 +1,430 @@
+// Copyright 2025 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Vector updates, batched for an interrupt router.
+//!
+//! Every trapped write that touches a vector's routing-relevant state (address, data, its own
+//! mask, the function mask, the enable bit) marks the vector dirty. Nothing leaves the crate
+//! until the VMM calls `take_updates()` (on [`MsixState`](crate::msix::MsixState) or
+//! [`MsiState`](crate::msi::MsiState)), which returns one [`UpdateBatch`]: the vectors whose
+//! state differs from what the previous batch reported, each once, plus the
+//! [`PendingDelivery`] events released since.
+//!
+//! # When a batch is due
+//!
+//! `updates_due()` tells the VMM, at the end of a trap, whether it must commit now. A batch is
+//! due when, since the last commit,
+//!
+//! * a vector's deliverability changed (unmask, mask, function unmask or mask, enable or
+//!   disable): the router must install or tear down a route before the guest runs again;
+//! * the address or data of a *deliverable* vector changed (PCI 3.0 §6.8.2.9 leaves this
+//!   undefined; this crate applies the new values at once, so the live route follows the
+//!   table the guest reads back); or
+//! * an unmask released a pending vector (a [`PendingDelivery`] must be injected).
+//!
+//! Changes to masked or disabled vectors are not due: they ride along in the next batch.
+//! So a guest that rewrites the whole table under Function Mask and then clears the mask
+//! causes exactly one batch (test `full_table_rewrite_under_function_mask_is_one_batch`).
+//! The VMM may also commit at any other time ("explicit flush"); a batch never contains a
+//! vector whose state equals what was last reported.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The routing-relevant state of one vector as the guest programmed it.
+///
+/// A router installs a route `address -> data` for the vector iff
+/// [`is_deliverable`](Self::is_deliverable); for any other state it removes the route (and
+/// the VMM keeps the host signal so that it can set the pending bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VectorUpdate {
+    /// Vector index: the MSI-X table entry, or the MSI message number.
+    pub index: u16,
+    /// Guest message address (a GPA, or a gIOVA when the guest has a vIOMMU).
+    pub address: u64,
+    /// Guest message data. For MSI, the per-vector data: the base data with its low
+    /// Multiple Message Enable bits replaced by `index` (PCI 3.0 §6.8.1.6).
+    pub data: u32,
+    /// Effective mask: the vector's own mask bit, or (MSI-X) the Function Mask.
+    pub masked: bool,
+    /// MSI-X Enable (or MSI Enable and `index` below the allocated count).
+    pub enabled: bool,
+}
+
+impl VectorUpdate {
+    /// Whether the device may deliver this vector: enabled and not masked.
+    pub fn is_deliverable(&self) -> bool {
+        self.enabled && !self.masked
+    }
+}
+
+/// A pending vector released by an unmask: the message the function sends at that moment
+/// (PCI 3.0 §6.8.2.9: "if a masked vector has its Pending bit set and the vector is
+/// unmasked, the function must send the message and clear the Pending bit").
+///
+/// The address and data are those of the vector when it was released. The VMM injects this
+/// message once (for example `KVM_SIGNAL_MSI`, or by signalling the vector's irqfd after
+/// applying the batch's routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PendingDelivery {
+    /// Vector index.
+    pub index: u16,
+    /// Guest message address at release.
+    pub address: u64,
+    /// Guest message data at release.
+    pub data: u32,
+}
+
+/// The coalesced output of one commit: route changes, then one-shot deliveries.
+///
+/// The VMM applies `updates` first (one routing table update), then injects `deliveries`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateBatch {
+    /// Vectors whose state changed since the previous batch, in index order, each once.
+    pub updates: Vec<VectorUpdate>,
+    /// Pending vectors released since the previous batch, in index order, each once.
+    pub deliveries: Vec<PendingDelivery>,
+}
+
+impl UpdateBatch {
+    /// Whether the batch carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.deliveries.is_empty()
+    }
+
+    /// Empties the batch, keeping its allocations (for `take_updates_into`).
+    pub fn clear(&mut self) {
+        self.updates.clear();
+        self.deliveries.clear();
+    }
+}
+
+impl fmt::Display for UpdateBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} vector updates, {} deliveries",
+            self.updates.len(),
+            self.deliveries.len()
+        )
+    }
+}
+
+/// Routing-relevant state without the index, as stored per vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub address: u64,
+    pub data: u32,
+    pub masked: bool,
+    pub enabled: bool,
+}
+
+impl Route {
+    pub(crate) fn deliverable(&self) -> bool {
+        self.enabled && !self.masked
+    }
+
+    pub(crate) fn with_index(self, index: u16) -> VectorUpdate {
+        VectorUpdate {
+            index,
+            address: self.address,
+            data: self.data,
+            masked: self.masked,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// A fixed-size bitmap; all indices are bounds-checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bitmap {
+    words: Vec<u64>,
+    bits: usize,
+}
+
+impl Bitmap {
+    pub(crate) fn new(bits: usize) -> Self {
+        Bitmap {
+            words: vec![0; bits.div_ceil(64)],
+            bits,
+        }
+    }
+
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    pub(crate) fn get(&self, i: usize) -> bool {
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+
+    pub(crate) fn set(&mut self, i: usize) {
+        if i < self.bits
+            && let Some(w) = self.words.get_mut(i / 64)
+        {
+            *w |= 1u64 << (i % 64);
+        }
+    }
+
+    pub(crate) fn clear(&mut self, i: usize) {
+        if let Some(w) = self.words.get_mut(i / 64) {
+            *w &= !(1u64 << (i % 64));
+        }
+    }
+
+    pub(crate) fn set_all(&mut self) {
+        for (k, w) in self.words.iter_mut().enumerate() {
+            let lo = k * 64;
+            let n = self.bits.saturating_sub(lo).min(64);
+            *w = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        }
+    }
+
+    pub(crate) fn clear_all(&mut self) {
+        self.words.fill(0);
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.words.iter().any(|w| *w != 0)
+    }
+
+    /// Replaces the words with `words`, dropping bits at or beyond `bits` (compare
+    /// [`words`](Self::words) with the input to detect them).
+    pub(crate) fn load(&mut self, words: &[u64]) {
+        for (k, (dst, src)) in self.words.iter_mut().zip(words).enumerate() {
+            let n = self.bits.saturating_sub(k * 64).min(64);
+            let valid = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+            *dst = *src & valid;
+        }
+    }
+
+    /// Calls `f` for every set bit in index order, clearing the map.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(usize)) {
+        for (k, w) in self.words.iter_mut().enumerate() {
+            let mut bits = std::mem::take(w);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                f(k * 64 + b);
+            }
+        }
+    }
+}
+
+/// Dirty tracking and coalescing shared by MSI and MSI-X.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracker {
+    /// What the last batch reported per vector; `None` forces a report (after restore).
+    committed: Vec<Option<Route>>,
+    dirty: Bitmap,
+    due: bool,
+    released: Bitmap,
+    released_msg: Vec<(u64, u32)>,
+}
+
+impl Tracker {
+    /// A tracker whose committed state is `initial` for every vector.
+    pub(crate) fn new(vectors: usize, initial: Route) -> Self {
+        Tracker {
+            committed: vec![Some(initial); vectors],
+            dirty: Bitmap::new(vectors),
+            due: false,
+            released: Bitmap::new(vectors),
+            released_msg: vec![(0, 0); vectors],
+        }
+    }
+
+    /// Records that vector `i` now has state `current`.
+    #[inline]
+    pub(crate) fn note(&mut self, i: usize, current: Route) {
+        self.dirty.set(i);
+        if self.due {
+            return;
+        }
+        match self.committed.get(i) {
+            Some(Some(c)) => {
+                if c.deliverable() != current.deliverable()
+                    || (current.deliverable()
+                        && (c.address != current.address || c.data != current.data))
+                {
+                    self.due = true;
+                }
+            }
+            Some(None) => self.due = true,
+            None => {}
+        }
+    }
+
+    /// Records that pending vector `i` was released with message `(address, data)`.
+    pub(crate) fn release(&mut self, i: usize, address: u64, data: u32) {
+        if let Some(slot) = self.released_msg.get_mut(i) {
+            *slot = (address, data);
+            self.released.set(i);
+            self.due = true;
+        }
+    }
+
+    /// Forgets what was reported: the next batch reports every vector.
+    pub(crate) fn force_all(&mut self) {
+        self.committed.fill(None);
+        self.dirty.set_all();
+        self.due = true;
+    }
+
+    /// Drops released deliveries (on reset: the function forgets pending messages).
+    pub(crate) fn drop_releases(&mut self) {
+        self.released.clear_all();
+    }
+
+    pub(crate) fn due(&self) -> bool {
+        self.due
+    }
+
+    pub(crate) fn has_dirty(&self) -> bool {
+        self.dirty.any() || self.released.any()
+    }
+
+    /// Released deliveries not yet taken, in index order.
+    pub(crate) fn releases(&self) -> Vec<PendingDelivery> {
+        let mut out = Vec::new();
+        for (k, w) in self.released.words().iter().enumerate() {
+            let mut bits = *w;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let i = k * 64 + b;
+                if let Some((address, data)) = self.released_msg.get(i) {
+                    out.push(PendingDelivery {
+                        index: i as u16,
+                        address: *address,
+                        data: *data,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Fills `out` with the coalesced batch; `current(i)` gives the state of vector `i`.
+    pub(crate) fn take_into(&mut self, out: &mut UpdateBatch, current: impl Fn(usize) -> Route) {
+        out.clear();
+        let committed = &mut self.committed;
+        self.dirty.drain(|i| {
+            let cur = current(i);
+            if let Some(slot) = committed.get_mut(i)
+                && *slot != Some(cur)
+            {
+                *slot = Some(cur);
+                out.updates.push(cur.with_index(i as u16));
+            }
+        });
+        let msgs = &self.released_msg;
+        self.released.drain(|i| {
+            if let Some((address, data)) = msgs.get(i) {
+                out.deliveries.push(PendingDelivery {
+                    index: i as u16,
+                    address: *address,
+                    data: *data,
+                });
+            }
+        });
+        self.due = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFF: Route = Route {
+        address: 0,
+        data: 0,
+        masked: true,
+        enabled: false,
+    };
+
+    #[test]
+    fn bitmap_edges() {
+        for bits in [1usize, 63, 64, 65, 128, 2048] {
+            let mut b = Bitmap::new(bits);
+            assert_eq!(b.words().len(), bits.div_ceil(64));
+            b.set_all();
+            let mut seen = Vec::new();
+            b.drain(|i| seen.push(i));
+            assert_eq!(seen, (0..bits).collect::<Vec<_>>());
+            assert!(!b.any());
+            b.set(bits); // out of range: ignored
+            assert!(!b.any());
+            assert!(!b.get(bits + 64));
+        }
+    }
+
+    #[test]
+    fn unchanged_state_is_not_reported() {
+        let mut t = Tracker::new(4, OFF);
+        t.note(1, OFF);
+        assert!(!t.due());
+        let mut b = UpdateBatch::default();
+        t.take_into(&mut b, |_| OFF);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn due_rules() {
+        let live = Route {
+            address: 0x1000,
+            data: 7,
+            masked: false,
+            enabled: true,
+        };
+        let mut t = Tracker::new(2, OFF);
+        // Address change of a masked vector: not due.
+        t.note(
+            0,
+            Route {
+                address: 4,
+                ..OFF
+            },
+        );
+        assert!(!t.due());
+        // Becoming deliverable: due.
+        t.note(0, live);
+        assert!(t.due());
+        let mut b = UpdateBatch::default();
+        t.take_into(&mut b, |i| if i == 0 { live } else { OFF });
+        assert_eq!(b.updates, vec![live.with_index(0)]);
+        assert!(!t.due());
+        // Data change of a deliverable vector: due.
+        t.note(0, Route { data: 8, ..live });
+        assert!(t.due());
+        t.take_into(&mut b, |_| Route { data: 8, ..live });
+        assert_eq!(b.updates.len(), 1);
+        // Release: due, delivered once.
+        t.release(1, 0x2000, 3);
+        assert!(t.due());
+        t.take_into(&mut b, |_| OFF);
+        assert_eq!(
+            b.deliveries,
+            vec![PendingDelivery {
+                index: 1,
+                address: 0x2000,
+                data: 3
+            }]
+        );
+        t.take_into(&mut b, |_| OFF);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn force_all_reports_everything() {
+        let mut t = Tracker::new(3, OFF);
+        t.force_all();
+        assert!(t.due());
+        let mut b = UpdateBatch::default();
+        t.take_into(&mut b, |_| OFF);
+        assert_eq!(b.updates.len(), 3);
+    }
+}
