@@ -1,0 +1,335 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The guest kernel: a prebuilt arm64 `Image` given by path, or one built once per machine
+//! from the project's recipe (`tests/testhost/kernel/`: `arm64.config`, `build.sh`,
+//! `patches/*.patch`) and cached under `<cache>/kernel/<key>/Image-arm64`, where the key is
+//! the SHA-256 of the recipe's files (names and contents), so that changing the fragment, a
+//! patch or the script builds a new kernel and nothing else does (`tests::key_follows_inputs`).
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// Offset of the magic number in an arm64 `Image` header.
+pub const ARM64_MAGIC_OFFSET: usize = 0x38;
+/// The magic number, "ARM\x64" (Linux `Documentation/arch/arm64/booting.rst`, "Call the
+/// kernel image": `u32 magic = 0x644d5241`, little-endian).
+pub const ARM64_MAGIC: [u8; 4] = *b"ARM\x64";
+/// File name of the cached image.
+pub const IMAGE_NAME: &str = "Image-arm64";
+
+/// Checks that `path` is an arm64 `Image` (by its header's magic), so that a wrong file
+/// fails here with its name rather than as a silent QEMU hang.
+pub fn check_arm64_image(path: &Path) -> Result<(), Error> {
+    let mut header = [0u8; 64];
+    let mut f = File::open(path).map_err(|source| Error::Io {
+        op: "open kernel image",
+        path: path.to_owned(),
+        source,
+    })?;
+    f.read_exact(&mut header).map_err(|source| Error::Io {
+        op: "read header of kernel image",
+        path: path.to_owned(),
+        source,
+    })?;
+    if header[ARM64_MAGIC_OFFSET..ARM64_MAGIC_OFFSET + 4] != ARM64_MAGIC {
+        return Err(Error::Kernel {
+            path: path.to_owned(),
+            reason: format!(
+                "no arm64 Image magic at offset {ARM64_MAGIC_OFFSET:#x} (found {:02x?})",
+                &header[ARM64_MAGIC_OFFSET..ARM64_MAGIC_OFFSET + 4]
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The project's kernel recipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRecipe {
+    dir: PathBuf,
+}
+
+impl KernelRecipe {
+    /// The recipe in directory `dir` (holding `arm64.config`, `build.sh`, `patches/`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        KernelRecipe { dir: dir.into() }
+    }
+
+    /// The recipe of the workspace at `workspace` (`tests/testhost/kernel`).
+    pub fn in_workspace(workspace: &Path) -> Self {
+        Self::new(workspace.join("tests").join("testhost").join("kernel"))
+    }
+
+    /// The recipe's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The files the kernel depends on, in hashing order: the fragment, the script, then
+    /// `patches/*.patch` sorted by name (the order `build.sh` applies them in).
+    pub fn inputs(&self) -> Result<Vec<PathBuf>, Error> {
+        let mut files = vec![self.dir.join("arm64.config"), self.dir.join("build.sh")];
+        let patches = self.dir.join("patches");
+        match fs::read_dir(&patches) {
+            Ok(entries) => {
+                let mut found = Vec::new();
+                for entry in entries {
+                    let entry = entry.map_err(|source| Error::Io {
+                        op: "list",
+                        path: patches.clone(),
+                        source,
+                    })?;
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "patch") {
+                        found.push(path);
+                    }
+                }
+                // Byte order of the names, as the C locale's glob in build.sh sorts them.
+                found.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+                files.extend(found);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "list",
+                    path: patches,
+                    source,
+                });
+            }
+        }
+        Ok(files)
+    }
+
+    /// SHA-256 (hex) over each input's name relative to the recipe directory, its length and
+    /// its contents.
+    pub fn cache_key(&self) -> Result<String, Error> {
+        let mut h = Sha256::new();
+        for path in self.inputs()? {
+            let data = fs::read(&path).map_err(|source| Error::Io {
+                op: "read kernel recipe file",
+                path: path.clone(),
+                source,
+            })?;
+            let name = path.strip_prefix(&self.dir).unwrap_or(&path);
+            let name = name.to_string_lossy();
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(&data);
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Where the image for the current recipe is cached under `cache`.
+    pub fn cached_image(&self, cache: &Path) -> Result<PathBuf, Error> {
+        Ok(cache
+            .join("kernel")
+            .join(self.cache_key()?)
+            .join(IMAGE_NAME))
+    }
+
+    /// Returns the cached image, building it first if absent (`bash build.sh` with
+    /// `OUT_DIR` and `WORK_DIR` under `cache`; about 7 minutes on 2 cores).
+    pub fn build(&self, cache: &Path) -> Result<PathBuf, Error> {
+        let image = self.cached_image(cache)?;
+        if image.is_file() {
+            return Ok(image);
+        }
+        let out_dir = image.parent().unwrap_or(cache).to_owned();
+        let staging = out_dir.with_extension(format!("partial-{}", std::process::id()));
+        fs::create_dir_all(&staging).map_err(|source| Error::Io {
+            op: "create",
+            path: staging.clone(),
+            source,
+        })?;
+        let script = self.dir.join("build.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("OUT_DIR", &staging)
+            .env("WORK_DIR", cache.join("kernel-build"))
+            .status()
+            .map_err(|source| Error::Spawn {
+                program: format!("bash {}", script.display()),
+                source,
+            })?;
+        if !status.success() {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(Error::CommandFailed {
+                what: format!("kernel build {}", script.display()),
+                status,
+            });
+        }
+        check_arm64_image(&staging.join(IMAGE_NAME))?;
+        // Another build may have finished first; its image is as good as ours.
+        if let Err(source) = fs::rename(&staging, &out_dir) {
+            if !image.is_file() {
+                return Err(Error::Io {
+                    op: "move built kernel to",
+                    path: out_dir,
+                    source,
+                });
+            }
+            let _ = fs::remove_dir_all(&staging);
+        }
+        Ok(image)
+    }
+}
+
+/// Where the kernel came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// Given by the caller (`--kernel` or `TESTHOST_KERNEL`).
+    Given(PathBuf),
+    /// Built from the recipe, now or earlier (cached).
+    Recipe(PathBuf),
+}
+
+impl KernelSource {
+    /// The image's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            KernelSource::Given(p) | KernelSource::Recipe(p) => p,
+        }
+    }
+}
+
+/// The kernel to boot: `given` if set (checked to be an arm64 Image), else the recipe's
+/// image from the cache, built if needed.
+pub fn resolve_kernel(
+    given: Option<&Path>,
+    recipe: &KernelRecipe,
+    cache: &Path,
+) -> Result<KernelSource, Error> {
+    match given {
+        Some(path) => {
+            check_arm64_image(path)?;
+            Ok(KernelSource::Given(path.to_owned()))
+        }
+        None => recipe.build(cache).map(KernelSource::Recipe),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("testhost-kernel-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn key_follows_inputs() {
+        let d = temp("key");
+        fs::write(d.join("arm64.config"), "CONFIG_IOMMUFD=y\n").unwrap();
+        fs::write(d.join("build.sh"), "#!/bin/sh\n").unwrap();
+        let r = KernelRecipe::new(&d);
+        let k0 = r.cache_key().unwrap();
+        assert_eq!(k0.len(), 64);
+        assert_eq!(k0, r.cache_key().unwrap(), "stable");
+
+        fs::create_dir(d.join("patches")).unwrap();
+        fs::write(d.join("patches/README"), "not a patch").unwrap();
+        assert_eq!(r.cache_key().unwrap(), k0, "non-.patch files do not count");
+
+        fs::write(d.join("patches/0002-b.patch"), "b").unwrap();
+        fs::write(d.join("patches/0001-a.patch"), "a").unwrap();
+        let names: Vec<_> = r
+            .inputs()
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["arm64.config", "build.sh", "0001-a.patch", "0002-b.patch"]
+        );
+        let k1 = r.cache_key().unwrap();
+        assert_ne!(k1, k0);
+
+        // Same bytes under other names is another recipe (names are hashed with lengths).
+        fs::rename(
+            d.join("patches/0001-a.patch"),
+            d.join("patches/0003-a.patch"),
+        )
+        .unwrap();
+        assert_ne!(r.cache_key().unwrap(), k1);
+
+        fs::write(d.join("arm64.config"), "CONFIG_IOMMUFD=y\nCONFIG_KVM=y\n").unwrap();
+        let k2 = r.cache_key().unwrap();
+        assert_ne!(k2, k1);
+        assert_eq!(
+            r.cached_image(Path::new("/c")).unwrap(),
+            Path::new("/c/kernel").join(&k2).join("Image-arm64")
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn missing_recipe_file_is_named() {
+        let d = temp("missing");
+        let err = KernelRecipe::new(&d).cache_key().unwrap_err();
+        assert!(err.to_string().contains("arm64.config"), "{err}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn image_magic_is_checked() {
+        let d = temp("magic");
+        let good = d.join("Image");
+        let mut header = vec![0u8; 64];
+        header[ARM64_MAGIC_OFFSET..ARM64_MAGIC_OFFSET + 4].copy_from_slice(&ARM64_MAGIC);
+        fs::write(&good, &header).unwrap();
+        check_arm64_image(&good).unwrap();
+        let source = resolve_kernel(Some(&good), &KernelRecipe::new(&d), &d).unwrap();
+        assert_eq!(source, KernelSource::Given(good.clone()));
+
+        let bad = d.join("bzImage");
+        fs::write(&bad, vec![0u8; 64]).unwrap();
+        assert!(matches!(check_arm64_image(&bad), Err(Error::Kernel { .. })));
+        let short = d.join("short");
+        fs::write(&short, b"ARM").unwrap();
+        assert!(matches!(check_arm64_image(&short), Err(Error::Io { .. })));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn cached_image_is_used_without_building() {
+        let d = temp("cached");
+        let recipe_dir = d.join("recipe");
+        fs::create_dir(&recipe_dir).unwrap();
+        fs::write(recipe_dir.join("arm64.config"), "x").unwrap();
+        // A build script that would fail: it must not run when the image is cached.
+        fs::write(recipe_dir.join("build.sh"), "exit 1\n").unwrap();
+        let r = KernelRecipe::new(&recipe_dir);
+        let cache = d.join("cache");
+        let err = r.build(&cache).unwrap_err();
+        assert!(matches!(err, Error::CommandFailed { .. }), "{err}");
+        let image = r.cached_image(&cache).unwrap();
+        fs::create_dir_all(image.parent().unwrap()).unwrap();
+        fs::write(&image, b"cached").unwrap();
+        assert_eq!(r.build(&cache).unwrap(), image);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_project_recipe_hashes() {
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let r = KernelRecipe::in_workspace(&ws);
+        if !r.dir().join("build.sh").exists() {
+            // In the test VM the source tree is absent.
+            eprintln!("skipped: recipe not present at {}", r.dir().display());
+            return;
+        }
+        assert_eq!(r.cache_key().unwrap().len(), 64);
+    }
+}

@@ -1,0 +1,146 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Self-test of the test VM: checks, from inside it, what the project's kernel-facing tests
+//! rely on. Run it there with `testhost run-kernel-tests -p testhost`.
+//!
+//! Outside the VM (`TESTHOST_IN_GUEST` is not `1`) each test says why it is skipped and
+//! returns; inside, a missing device is a failure.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// The IOMMU_RESV_SW_MSI window as sysfs prints it for an SMMUv3-attached device
+/// (`drivers/iommu/iommu.c` reserved_regions format: start, end, type), 0x8000000 + 1 MiB.
+const MSI_REGION_LINE: &str = "0x0000000008000000 0x00000000080fffff msi";
+
+fn in_guest() -> bool {
+    std::env::var_os("TESTHOST_IN_GUEST").is_some_and(|v| v == "1")
+}
+
+macro_rules! guest_only {
+    () => {
+        if !in_guest() {
+            eprintln!("skipped: not in the test VM (TESTHOST_IN_GUEST is not 1)");
+            return;
+        }
+    };
+}
+
+/// The NICs /init bound to vfio-pci, from `TESTHOST_VFIO_BDFS`; at least one.
+fn vfio_bdfs() -> Vec<String> {
+    let list = std::env::var("TESTHOST_VFIO_BDFS").unwrap_or_default();
+    let bdfs: Vec<String> = list.split_whitespace().map(str::to_owned).collect();
+    assert!(
+        !bdfs.is_empty(),
+        "TESTHOST_VFIO_BDFS is empty: /init bound no NIC to vfio-pci"
+    );
+    bdfs
+}
+
+fn pci_dev(bdf: &str) -> PathBuf {
+    Path::new("/sys/bus/pci/devices").join(bdf)
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn assert_char_device(path: &str) -> fs::Metadata {
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(
+        meta.file_type().is_char_device(),
+        "{path} is not a character device"
+    );
+    meta
+}
+
+/// Linux's `dev_t` split (glibc `gnu_dev_major`/`gnu_dev_minor`: 12-bit major and 20-bit
+/// minor spread over the 64-bit value).
+fn major_minor(rdev: u64) -> (u64, u64) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (major, minor)
+}
+
+#[test]
+fn dev_iommu_is_present() {
+    guest_only!();
+    assert_char_device("/dev/iommu");
+}
+
+#[test]
+fn dev_kvm_is_present() {
+    guest_only!();
+    assert_char_device("/dev/kvm");
+}
+
+#[test]
+fn bound_nics_are_on_vfio_pci() {
+    guest_only!();
+    for bdf in vfio_bdfs() {
+        let link = fs::read_link(pci_dev(&bdf).join("driver"))
+            .unwrap_or_else(|e| panic!("{bdf} has no driver: {e}"));
+        assert!(link.ends_with("vfio-pci"), "{bdf} is on {}", link.display());
+    }
+}
+
+#[test]
+fn vfio0_is_the_first_bound_nic() {
+    guest_only!();
+    let meta = assert_char_device("/dev/vfio/devices/vfio0");
+    let first = &vfio_bdfs()[0];
+    let sysfs = pci_dev(first).join("vfio-dev").join("vfio0");
+    assert!(sysfs.is_dir(), "{} missing", sysfs.display());
+    // The node in /dev carries the number sysfs announces for it.
+    let announced = read(&sysfs.join("dev"));
+    let (major, minor) = major_minor(meta.rdev());
+    assert_eq!(announced.trim(), format!("{major}:{minor}"));
+}
+
+#[test]
+fn msi_window_is_a_reserved_region() {
+    guest_only!();
+    for bdf in vfio_bdfs() {
+        let regions = read(&pci_dev(&bdf).join("iommu_group").join("reserved_regions"));
+        assert!(
+            regions.lines().any(|l| l.trim() == MSI_REGION_LINE),
+            "{bdf}: no `{MSI_REGION_LINE}` in reserved_regions:\n{regions}"
+        );
+    }
+}
+
+#[test]
+fn nic_config_space_has_igb_ids() {
+    guest_only!();
+    for bdf in vfio_bdfs() {
+        let config =
+            fs::read(pci_dev(&bdf).join("config")).unwrap_or_else(|e| panic!("{bdf} config: {e}"));
+        assert!(
+            config.len() >= 4,
+            "{bdf}: config space is {} bytes",
+            config.len()
+        );
+        // PCI Local Bus 3.0 6.2.1: Vendor ID at 0x00, Device ID at 0x02, little-endian.
+        let vendor = u16::from_le_bytes([config[0], config[1]]);
+        let device = u16::from_le_bytes([config[2], config[3]]);
+        assert_eq!(
+            (vendor, device),
+            (0x8086, 0x10c9),
+            "{bdf}: {vendor:04x}:{device:04x}"
+        );
+    }
+}
+
+#[test]
+fn dev_t_split_matches_linux() {
+    // Not guest-only: the split is checked against known numbers everywhere.
+    assert_eq!(major_minor(0x0000_0000_0000_0501), (5, 1));
+    // major 250, minor 0 (vfio cdevs get a dynamic major like this).
+    assert_eq!(major_minor(250 << 8), (250, 0));
+    // major 511, minor 300000: both spill into the high fields.
+    let (maj, min) = (511u64, 300_000u64);
+    let rdev = ((maj & 0xfff) << 8) | ((maj & !0xfff) << 32) | (min & 0xff) | ((min & !0xff) << 12);
+    assert_eq!(major_minor(rdev), (maj, min));
+}
