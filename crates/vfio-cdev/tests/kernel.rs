@@ -1,0 +1,436 @@
+//! VFIO cdev + iommufd calls against a real kernel and a real (QEMU-emulated) igb NIC
+//! behind an SMMUv3 and a GICv3 ITS.
+//!
+//! They need `/dev/iommu` and an Intel 82576 (8086:10c9) bound to vfio-pci (or the device
+//! named by `VFIO_TEST_DEVICE=dddd:bb:dd.f`). Where either is absent they print why and
+//! return; inside the QEMU test host (`TESTHOST_IN_GUEST=1`) absence is a failure. A device
+//! can be bound by one open file at a time, so the tests take a lock.
+//!
+//! `TESTHOST_KERNEL_VARIANT=patched` says the kernel carries the project's SW_MSI window
+//! patch; otherwise the proposed UAPI must be reported absent, as upstream 7.2 does.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use iommufd_ioas::proposed::Support;
+use iommufd_ioas::{Access, Error as IoasError, HwInfoData, Iommufd, IovaRange, ReservedKind};
+use vfio_cdev::{Error, IrqIndex, PciAddress, RegionCap, VfioDevice};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The software MSI window an upstream SMMUv3 kernel uses (`MSI_IOVA_BASE`, 1 MiB).
+const SW_MSI: IovaRange = IovaRange {
+    start: 0x800_0000,
+    last: 0x80f_ffff,
+};
+/// `GITS_TRANSLATER`'s offset within its 4 KiB page (ITS frame + 0x10040).
+const GITS_TRANSLATER_PAGE_OFFSET: u64 = 0x40;
+
+static DEVICE_LOCK: Mutex<()> = Mutex::new(());
+
+fn in_guest() -> bool {
+    std::env::var_os("TESTHOST_IN_GUEST").is_some()
+}
+
+fn patched_kernel() -> bool {
+    std::env::var("TESTHOST_KERNEL_VARIANT").is_ok_and(|v| v == "patched")
+}
+
+fn skip(why: &str) {
+    assert!(!in_guest(), "inside the test host: {why}");
+    eprintln!("skipped: {why}; runs in the QEMU test host");
+}
+
+fn read_hex(path: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(path).ok()?;
+    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// The PCI address of the test NIC: `VFIO_TEST_DEVICE`, or the first 8086:10c9 bound to
+/// vfio-pci.
+fn find_nic() -> Option<PciAddress> {
+    if let Ok(s) = std::env::var("VFIO_TEST_DEVICE") {
+        return Some(s.parse().expect("VFIO_TEST_DEVICE"));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/sys/bus/pci/devices")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            read_hex(&p.join("vendor")) == Some(0x8086)
+                && read_hex(&p.join("device")) == Some(0x10c9)
+                && p.join("vfio-dev").is_dir()
+        })
+        .collect();
+    found.sort();
+    found.first()?.file_name()?.to_str()?.parse().ok()
+}
+
+struct Fixture {
+    _guard: MutexGuard<'static, ()>,
+    iommufd: Arc<Iommufd>,
+    addr: PciAddress,
+}
+
+fn fixture() -> Option<Fixture> {
+    let guard = DEVICE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !Path::new("/dev/iommu").exists() {
+        skip("/dev/iommu absent (no CONFIG_IOMMUFD)");
+        return None;
+    }
+    let Some(addr) = find_nic() else {
+        skip("no 8086:10c9 NIC bound to vfio-pci");
+        return None;
+    };
+    Some(Fixture {
+        _guard: guard,
+        iommufd: Iommufd::open().expect("open /dev/iommu"),
+        addr,
+    })
+}
+
+fn open_bound(f: &Fixture) -> (VfioDevice, u32) {
+    let mut dev = VfioDevice::open_pci(f.addr).expect("open by PCI address");
+    let dev_id = dev.bind(&f.iommufd).expect("bind");
+    (dev, dev_id)
+}
+
+/// The offset of the MSI-X capability in config space, walking the standard list.
+fn msix_cap(dev: &VfioDevice) -> u64 {
+    let cfg = dev.read_config_space().unwrap();
+    let mut p = cfg[0x34] as usize & !3;
+    for _ in 0..48 {
+        if p < 0x40 || p + 2 > cfg.len() {
+            break;
+        }
+        if cfg[p] == 0x11 {
+            return p as u64;
+        }
+        p = cfg[p + 1] as usize & !3;
+    }
+    panic!("no MSI-X capability");
+}
+
+fn poll_eventfd(efd: &EventFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(efd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    r > 0 && efd.read().is_ok()
+}
+
+#[test]
+fn open_by_pci_address_and_by_cdev() {
+    let Some(f) = fixture() else { return };
+    let dev = VfioDevice::open_pci(f.addr).unwrap();
+    assert!(dev.name().starts_with("vfio"), "{}", dev.name());
+    // Before bind the kernel grants nothing; the API says so without an ioctl.
+    assert!(matches!(dev.info(), Err(Error::NotBound { .. })));
+    let cdev = PathBuf::from("/dev/vfio/devices").join(dev.name());
+    drop(dev);
+    let mut dev = VfioDevice::open_cdev(&cdev).unwrap();
+    assert_eq!(
+        dev.sysfs_dir()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str()),
+        Some(f.addr.to_string().as_str())
+    );
+    dev.bind(&f.iommufd).unwrap();
+    let info = dev.info().unwrap();
+    assert!(info.is_pci());
+    assert!(info.num_regions >= 9 && info.num_irqs >= 5, "{info:?}");
+}
+
+#[test]
+fn config_space_of_the_igb() {
+    let Some(f) = fixture() else { return };
+    let (dev, _) = open_bound(&f);
+    assert_eq!(dev.read_config_u16(0).unwrap(), 0x8086);
+    assert_eq!(dev.read_config_u16(2).unwrap(), 0x10c9);
+    let cfg = dev.read_config_space().unwrap();
+    assert!(cfg.len() == 256 || cfg.len() == 4096, "{}", cfg.len());
+    assert_eq!(msix_cap(&dev) % 4, 0);
+    // Past the end of config space: a bounds error naming the region, no kernel call.
+    let mut b = [0u8; 4];
+    let e = dev.read_config(cfg.len() as u64 - 2, &mut b).unwrap_err();
+    assert!(matches!(e, Error::Bounds { index: 7, .. }), "{e}");
+}
+
+#[test]
+fn bind_probe_attach_and_the_msi_hole() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, dev_id) = open_bound(&f);
+
+    // The proposed window UAPI: absent on upstream (EOPNOTSUPP), present on the patched
+    // kernel.
+    let probe = f.iommufd.probe_sw_msi_window(dev_id).unwrap();
+    match (&probe, patched_kernel()) {
+        (Support::Absent { errno }, false) => assert_eq!(errno.raw(), libc::EOPNOTSUPP),
+        (Support::Available(w), true) => assert_eq!(w.start, SW_MSI.start, "{w:?}"),
+        (p, patched) => panic!("probe {p:?} on patched={patched}"),
+    }
+    let vprobe = dev.probe_msi_iova(IrqIndex::Msix).unwrap();
+    if !patched_kernel() {
+        assert!(!vprobe.is_available(), "{vprobe:?}");
+    }
+
+    // Reserved regions are visible in sysfs before attach.
+    let resv = dev.reserved_regions().unwrap();
+    assert!(
+        resv.iter()
+            .any(|r| r.kind == ReservedKind::Msi && r.range == SW_MSI),
+        "{resv:?}"
+    );
+
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    let hwpt_id = dev.attach_ioas(&ioas).unwrap();
+    assert_ne!(hwpt_id, ioas.id());
+    assert_eq!(dev.attached_to(), Some(ioas.id()));
+
+    // After attach the window is a hole in the IOAS's allowed ranges.
+    let ranges = ioas.iova_ranges().unwrap();
+    assert!(ranges.holes().contains(&SW_MSI), "{:?}", ranges.ranges());
+    assert!(!ranges.allows(&SW_MSI));
+
+    // Mapping over it is a typed EINVAL naming the range; mapping RAM elsewhere works.
+    let mem =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(SW_MSI.start), 0x20_0000)]).unwrap();
+    let e = ioas.map_guest_memory(&mem, Access::READ_WRITE).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IoasError::IoasMap {
+                iova: Some(0x800_0000),
+                length: 0x20_0000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EINVAL), "{e}");
+    let ram =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0x4000_0000), 0x20_0000)]).unwrap();
+    ioas.map_guest_memory(&ram, Access::READ_WRITE).unwrap();
+
+    // GET_HW_INFO: the SMMUv3 behind the device.
+    let hw = f.iommufd.hw_info(dev_id).unwrap();
+    assert!(matches!(hw.data, HwInfoData::ArmSmmuV3 { .. }), "{hw:?}");
+
+    // Attaching again replaces the page table (the kernel's replace semantics).
+    dev.attach_ioas(&ioas).unwrap();
+    dev.detach().unwrap();
+    assert_eq!(dev.attached_to(), None);
+    // Detached: the window is no longer reserved in this IOAS.
+    assert!(ioas.iova_ranges().unwrap().holes().is_empty());
+}
+
+#[test]
+fn region_info_capabilities_and_bar_mmap() {
+    let Some(f) = fixture() else { return };
+    let (dev, _) = open_bound(&f);
+    let cap = msix_cap(&dev);
+    let table = dev.read_config_u32(cap + 4).unwrap();
+    let (bir, table_off) = (table & 7, u64::from(table & !7));
+    let bar = dev.region_info(bir).unwrap();
+    assert!(bar.mappable() && bar.msix_mappable(), "{bar:?}");
+    assert!(bar.caps.contains(&RegionCap::MsixMappable));
+    // Every BAR answers (absent BARs with size 0) without a parse error.
+    for i in 0..6 {
+        dev.region_info(i).unwrap();
+    }
+    // The page holding the MSI-X table maps because of MSIX_MAPPABLE; entries start masked.
+    let page = table_off & !0xfff;
+    let map = dev.mmap_region(&bar, page, 0x1000).unwrap();
+    let ctrl = map.read_u32((table_off - page) as usize + 12).unwrap();
+    assert_eq!(ctrl & 1, 1, "vector 0 should be masked at reset");
+    // Out of bounds or misaligned accessors refuse instead of faulting.
+    assert_eq!(map.read_u32(0x1000), None);
+    assert_eq!(map.read_u32(2), None);
+    // Mapping beyond the BAR is a bounds error.
+    let e = dev.mmap_region(&bar, bar.size, 0x1000).unwrap_err();
+    assert!(matches!(e, Error::Bounds { .. }), "{e}");
+    // BAR0 (registers): STATUS (0x8) reads through the mapping.
+    let bar0 = dev.region_info(0).unwrap();
+    let regs = dev.mmap_region(&bar0, 0, 0x10000.min(bar0.size)).unwrap();
+    assert_ne!(regs.read_u32(0x8), Some(u32::MAX));
+}
+
+#[test]
+fn per_vector_set_irqs() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, _) = open_bound(&f);
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    dev.attach_ioas(&ioas).unwrap();
+    let info = dev.irq_info(IrqIndex::Msix).unwrap();
+    assert_eq!(info.count, 10, "{info:?}");
+    assert!(info.eventfd());
+    let efd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    // Assign vector 3 only, fire it from userspace, see it, unassign it.
+    dev.set_vector_eventfd(IrqIndex::Msix, 3, Some(&efd))
+        .unwrap();
+    dev.trigger_irq(IrqIndex::Msix, 3).unwrap();
+    assert!(poll_eventfd(&efd, Duration::from_secs(1)));
+    dev.set_vector_eventfd(IrqIndex::Msix, 3, None).unwrap();
+    dev.trigger_irq(IrqIndex::Msix, 3).unwrap();
+    assert!(!poll_eventfd(&efd, Duration::from_millis(100)));
+    // A vector the device does not have: typed error naming index and range.
+    let e = dev
+        .set_vector_eventfd(IrqIndex::Msix, info.count + 5, Some(&efd))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SetIrqs {
+                index: IrqIndex::Msix,
+                start: 15,
+                count: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EINVAL), "{e}");
+    dev.disable_irqs(IrqIndex::Msix).unwrap();
+}
+
+#[test]
+fn real_msix_interrupt_through_smmu_and_its() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, _) = open_bound(&f);
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    dev.attach_ioas(&ioas).unwrap();
+    let ram =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0x4000_0000), 0x20_0000)]).unwrap();
+    ioas.map_guest_memory(&ram, Access::READ_WRITE).unwrap();
+
+    let efds = [
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+    ];
+    dev.set_vector_eventfds(IrqIndex::Msix, 0, &[Some(&efds[0]), Some(&efds[1])])
+        .unwrap();
+
+    // What the kernel programmed into the device's own table: the doorbell at its software
+    // MSI window (sw_msi IOVA + GITS_TRANSLATER's page offset), read through the mappable BAR.
+    let cap = msix_cap(&dev);
+    let table = dev.read_config_u32(cap + 4).unwrap();
+    let (bir, table_off) = (table & 7, u64::from(table & !7));
+    let bar = dev.region_info(bir).unwrap();
+    let page = table_off & !0xfff;
+    let map = dev.mmap_region(&bar, page, 0x1000).unwrap();
+    let entry = (table_off - page) as usize;
+    for v in 0..2 {
+        let lo = map.read_u32(entry + 16 * v).unwrap();
+        let hi = map.read_u32(entry + 16 * v + 4).unwrap();
+        let addr = (u64::from(hi) << 32) | u64::from(lo);
+        assert_eq!(
+            addr,
+            SW_MSI.start + GITS_TRANSLATER_PAGE_OFFSET,
+            "vector {v}"
+        );
+    }
+
+    // Bus master on, then make the igb raise vectors 0 and 1: GPIE = NSICR | MSIX_MODE |
+    // EIAME | PBA, EIMS enables both, EICS sets the cause.
+    let cmd = dev.read_config_u16(4).unwrap();
+    dev.write_config_u16(4, cmd | 0x4).unwrap();
+    let bar0 = dev.region_info(0).unwrap();
+    let regs = dev.mmap_region(&bar0, 0, 0x2000).unwrap();
+    assert!(regs.write_u32(0x1514, 1 | (1 << 4) | (1 << 30) | (1 << 31)));
+    assert!(regs.write_u32(0x1524, 0x3));
+    assert!(regs.write_u32(0x1520, 0x1));
+    assert!(
+        poll_eventfd(&efds[0], Duration::from_secs(2)),
+        "vector 0 did not fire"
+    );
+    assert!(regs.write_u32(0x1520, 0x2));
+    assert!(
+        poll_eventfd(&efds[1], Duration::from_secs(2)),
+        "vector 1 did not fire"
+    );
+
+    assert!(regs.write_u32(0x1528, 0x3)); // EIMC: mask again
+    dev.write_config_u16(4, cmd).unwrap();
+    dev.disable_irqs(IrqIndex::Msix).unwrap();
+}
+
+#[test]
+fn error_paths_and_teardown_order() {
+    let Some(f) = fixture() else { return };
+    let fds_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    {
+        let (mut dev, _) = open_bound(&f);
+        // Binding twice through the API: refused locally.
+        let e = dev.bind(&f.iommufd).unwrap_err();
+        assert!(matches!(e, Error::AlreadyBound { .. }), "{e}");
+        // A second open file of the same device cannot bind while the first is bound.
+        let mut second = VfioDevice::open_pci(f.addr).unwrap();
+        let e = second.bind(&f.iommufd).unwrap_err();
+        assert!(matches!(e, Error::Bind { .. }), "{e}");
+        assert!(e.errno().is_some(), "{e}");
+        drop(second);
+
+        // An IOAS of another iommufd: refused before the kernel sees it.
+        let other = Iommufd::open().unwrap();
+        let foreign = Arc::new(other.alloc_ioas().unwrap());
+        let e = dev.attach_ioas(&foreign).unwrap_err();
+        assert!(matches!(e, Error::ForeignIommufd { .. }), "{e}");
+
+        // Destroying an IOAS a device is attached to: EBUSY, and the IOAS comes back alive.
+        let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+        dev.attach_ioas(&ioas).unwrap();
+        dev.detach().unwrap();
+        dev.attach_ioas(&ioas).unwrap();
+        let raw_id = ioas.id();
+        let e = f.iommufd.destroy_raw(raw_id).unwrap_err();
+        assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EBUSY), "{e}");
+        dev.detach().unwrap();
+        let ioas = Arc::try_unwrap(ioas).expect("the device released its reference at detach");
+        ioas.destroy().unwrap();
+        // Detaching when nothing is attached is a typed error from the kernel.
+        let e = dev.detach().unwrap_err();
+        assert!(matches!(e, Error::Detach { .. }), "{e}");
+    }
+    {
+        // Dropping the device while attached and mapped, then the IOAS, then the iommufd:
+        // the kernel unwinds it all; a fresh bind works right away.
+        let (mut dev, _) = open_bound(&f);
+        let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+        dev.attach_ioas(&ioas).unwrap();
+        drop(ioas); // the device still holds it
+        drop(dev);
+        let (mut dev, _) = open_bound(&f);
+        let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+        dev.attach_ioas(&ioas).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_dir("/proc/self/fd").unwrap().count(),
+        fds_before
+    );
+}
+
+#[test]
+fn reset_and_reenable() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, _) = open_bound(&f);
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    dev.attach_ioas(&ioas).unwrap();
+    let efd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    dev.set_vector_eventfd(IrqIndex::Msix, 0, Some(&efd))
+        .unwrap();
+    if !dev.info().unwrap().can_reset() {
+        let e = dev.reset().unwrap_err();
+        assert!(matches!(e, Error::ResetUnsupported { .. }), "{e}");
+        return;
+    }
+    dev.reset().unwrap();
+    // Vectors can be enabled again after a reset.
+    dev.set_vector_eventfd(IrqIndex::Msix, 0, Some(&efd))
+        .unwrap();
+    dev.trigger_irq(IrqIndex::Msix, 0).unwrap();
+    assert!(poll_eventfd(&efd, Duration::from_secs(1)));
+    dev.disable_irqs(IrqIndex::Msix).unwrap();
+}
