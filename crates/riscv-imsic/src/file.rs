@@ -105,7 +105,7 @@ impl NumIds {
     /// assert!(NumIds::new(4095).is_err());
     /// ```
     pub fn new(n: u32) -> Result<Self, FileError> {
-        if (63..=2047).contains(&n) && (n + 1) % 64 == 0 {
+        if (63..=2047).contains(&n) && (n + 1).is_multiple_of(64) {
             Ok(NumIds(n as u16))
         } else {
             Err(FileError::InvalidNumIds(n))
@@ -463,7 +463,7 @@ impl InterruptFile {
             // RV64 callers have already rejected odd k; an even k reads the word.
             Xlen::Rv64 => w,
             Xlen::Rv32 => {
-                if k % 2 == 0 {
+                if k.is_multiple_of(2) {
                     w & 0xFFFF_FFFF
                 } else {
                     w >> 32
@@ -537,7 +537,7 @@ impl InterruptFile {
         let word = usize::from(k / 2);
         let (field, shift) = match xlen {
             Xlen::Rv64 => (u64::MAX, 0),
-            Xlen::Rv32 => (0xFFFF_FFFFu64, if k % 2 == 0 { 0 } else { 32 }),
+            Xlen::Rv32 => (0xFFFF_FFFFu64, if k.is_multiple_of(2) { 0 } else { 32 }),
         };
         let writable = (field << shift) & self.implemented_mask(word);
         let array = if pending {

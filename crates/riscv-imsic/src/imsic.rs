@@ -472,17 +472,15 @@ impl<S: ExternalInterruptSink> Imsic<S> {
         }
         lookup.sort_unstable();
         for pair in lookup.windows(2) {
-            if let [(ka, ia), (kb, ib)] = pair {
-                if ka == kb {
-                    let first = (*ia).min(*ib);
-                    let second = (*ia).max(*ib);
-                    return Err(ConfigError::DuplicateHart {
-                        first,
-                        second,
-                        group: (ka >> 32) as u32,
-                        hart: *ka as u32,
-                    });
-                }
+            if let [(ka, ia), (kb, ib)] = pair
+                && ka == kb
+            {
+                return Err(ConfigError::DuplicateHart {
+                    first: (*ia).min(*ib),
+                    second: (*ia).max(*ib),
+                    group: (ka >> 32) as u32,
+                    hart: *ka as u32,
+                });
             }
         }
         Ok(Imsic {

@@ -174,12 +174,11 @@ impl IndirectRegister {
             ISELECT_EIE0..=ISELECT_EIE63 => IndirectRegister::Eie((iselect - ISELECT_EIE0) as u8),
             _ => return Err(IselectError::NotImsicRegister { iselect }),
         };
-        if xlen == Xlen::Rv64 {
-            if let IndirectRegister::Eip(k) | IndirectRegister::Eie(k) = reg {
-                if k % 2 == 1 {
-                    return Err(IselectError::OddRegisterOnRv64 { iselect });
-                }
-            }
+        if let IndirectRegister::Eip(k) | IndirectRegister::Eie(k) = reg
+            && xlen == Xlen::Rv64
+            && k % 2 == 1
+        {
+            return Err(IselectError::OddRegisterOnRv64 { iselect });
         }
         Ok(reg)
     }

@@ -58,7 +58,7 @@ pub enum PageAccess {
 /// assert_eq!(page_access(0x2, 4), PageAccess::Unsupported);
 /// ```
 pub fn page_access(offset: u64, len: usize) -> PageAccess {
-    if len != 4 || offset % 4 != 0 || offset >= PAGE_SIZE {
+    if len != 4 || !offset.is_multiple_of(4) || offset >= PAGE_SIZE {
         return PageAccess::Unsupported;
     }
     match offset {
