@@ -1,0 +1,81 @@
+//! The traits a passthrough device drives: the physical device, the interrupt router and the
+//! guest memory map. The VMM plugs in implementations (VFIO and KVM ones are in this crate);
+//! tests plug in fakes, so every decision above these calls is tested without a kernel.
+
+use vmm_sys_util::eventfd::EventFd;
+
+/// An error from a backend, boxed so that fakes and real implementations share the traits.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The physical device, as the passthrough model needs it.
+pub trait DeviceBackend: Send {
+    /// Reads the device's configuration space.
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// Writes the device's configuration space.
+    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError>;
+    /// Reads device registers of BAR `bar` at `offset` (the slow, trapped path).
+    fn read_bar(&self, bar: u8, offset: u64, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// Writes device registers of BAR `bar` at `offset` (the slow, trapped path).
+    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> Result<(), BackendError>;
+    /// Connects MSI-X vector `vector` to `eventfd` (enabling it on the device), or
+    /// disconnects it with `None`.
+    fn set_vector(&self, vector: u16, eventfd: Option<&EventFd>) -> Result<(), BackendError>;
+    /// Disables MSI-X on the device.
+    fn disable_vectors(&self) -> Result<(), BackendError>;
+    /// Stores the MSI address vector `vector` must use when enabled (proposed
+    /// `VFIO_IRQ_SET_DATA_MSI_IOVA`).
+    fn prepare_msi_iova(&self, vector: u16, iova: u64) -> Result<(), BackendError>;
+    /// Reads the Message Address of vector `vector` in the device's real MSI-X table;
+    /// `Ok(None)` when the real table cannot be read (not mappable).
+    fn read_table_address(&self, vector: u16) -> Result<Option<u64>, BackendError>;
+    /// Writes the two address dwords of vector `vector` in the device's real MSI-X table
+    /// (never the data dword).
+    fn write_table_address(&self, vector: u16, lo: u32, hi: u32) -> Result<(), BackendError>;
+}
+
+/// One MSI route of the VM's interrupt routing table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MsiRoute {
+    /// The guest's message address (the vITS doorbell GPA).
+    pub address: u64,
+    /// The guest's message data (its EventID).
+    pub data: u32,
+    /// The requester ID the guest's interrupt controller sees (the ITS DeviceID, matching
+    /// the FDT `msi-map`), when the platform needs one.
+    pub devid: Option<u32>,
+}
+
+/// The VM's MSI routing: GSIs, routes, irqfds and direct injection.
+///
+/// A VM has one routing table shared by all devices (KVM replaces it whole on
+/// `KVM_SET_GSI_ROUTING`), so one router serves every device; each device holds the GSIs it
+/// allocated.
+pub trait MsiRouter: Send {
+    /// Allocates a free GSI.
+    fn allocate_gsi(&mut self) -> Result<u32, BackendError>;
+    /// Returns a GSI (its route must already be removed).
+    fn release_gsi(&mut self, gsi: u32);
+    /// Applies route changes (`Some` installs or replaces, `None` removes) as ONE update of
+    /// the routing table.
+    fn set_routes(&mut self, changes: &[(u32, Option<MsiRoute>)]) -> Result<(), BackendError>;
+    /// Connects `eventfd` to `gsi` (`KVM_IRQFD`): signals inject the route's message.
+    fn assign_irqfd(&mut self, eventfd: &EventFd, gsi: u32) -> Result<(), BackendError>;
+    /// Disconnects `eventfd` from `gsi`.
+    fn deassign_irqfd(&mut self, eventfd: &EventFd, gsi: u32) -> Result<(), BackendError>;
+    /// Injects one message now (`KVM_SIGNAL_MSI`), for pending vectors released by an unmask.
+    fn inject(&mut self, route: MsiRoute) -> Result<(), BackendError>;
+}
+
+/// The guest physical address space, for mapping device BAR pages straight into the guest.
+pub trait GuestMapper: Send {
+    /// Maps `len` bytes of host memory at `host` into the guest at `gpa`; returns a handle
+    /// for [`GuestMapper::unmap`].
+    ///
+    /// # Safety
+    ///
+    /// `host..host + len` must be a live mapping (a device BAR mmap) that stays mapped until
+    /// `unmap` of the returned handle has returned.
+    unsafe fn map(&mut self, gpa: u64, len: u64, host: *mut u8) -> Result<u32, BackendError>;
+    /// Removes a mapping made by [`GuestMapper::map`].
+    fn unmap(&mut self, handle: u32) -> Result<(), BackendError>;
+}

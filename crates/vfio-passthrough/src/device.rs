@@ -1,0 +1,574 @@
+//! [`PassthroughDevice`]: a passed-through PCI function as the guest sees it.
+
+use std::sync::Arc;
+
+use msi_trap::msix::layout::{BarIndex, GuestAccess, MsixLayout};
+use msi_trap::msix::{BarAccess, MsixState};
+use msi_trap::update::{UpdateBatch, VectorUpdate};
+use msi_trap::write_through::{DeviceProgram, DoorbellPolicy};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::backend::{DeviceBackend, GuestMapper, MsiRoute, MsiRouter};
+use crate::bars::{BarChange, BarWindow};
+use crate::config::VirtualConfig;
+use crate::error::{Error, Result};
+
+/// Host memory of a device BAR that may be mapped straight into the guest: a page-aligned
+/// piece of a BAR mmap that holds no MSI-X table or PBA page.
+#[derive(Debug)]
+pub struct DirectPiece {
+    /// The BAR it belongs to.
+    pub bar: u8,
+    /// Offset of the piece within the BAR (the same in the guest's BAR).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Host address of the mapping.
+    pub host: *mut u8,
+}
+
+// SAFETY: a `DirectPiece` is an address into a BAR mapping owned by the device backend; the
+// pointer is only handed to `GuestMapper::map` (never dereferenced here), from whichever
+// thread holds the device.
+unsafe impl Send for DirectPiece {}
+
+/// Static configuration of a passthrough device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassthroughConfig {
+    /// The DeviceID the guest's interrupt controller sees for this function (on Arm, the ITS
+    /// DeviceID the FDT `msi-map` gives: the guest RID with `msi-map = <0 &its 0 0x10000>`).
+    pub devid: Option<u32>,
+    /// How the guest's MSI address reaches the device (from the doorbell planner).
+    pub policy: DoorbellPolicy,
+}
+
+/// Per-vector host state.
+#[derive(Debug)]
+struct VectorSlot {
+    eventfd: Arc<EventFd>,
+    gsi: Option<u32>,
+    route: Option<MsiRoute>,
+    irqfd: bool,
+    host_enabled: bool,
+    /// What the write-through step found or did for this vector last time it was enabled.
+    program: Option<DeviceProgram>,
+}
+
+/// One vector as the VMM reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VectorReport {
+    /// Vector index.
+    pub index: u16,
+    /// The address the guest programmed.
+    pub guest_address: u64,
+    /// The data the guest programmed (its EventID).
+    pub guest_data: u32,
+    /// Masked (vector mask or function mask).
+    pub masked: bool,
+    /// MSI-X enabled.
+    pub enabled: bool,
+    /// The GSI carrying its route.
+    pub gsi: Option<u32>,
+    /// Enabled on the physical device.
+    pub host_enabled: bool,
+    /// The Message Address in the device's real table, when it can be read.
+    pub device_address: Option<u64>,
+}
+
+/// Counters of what went wrong outside the guest's view (a guest access cannot fail; the
+/// host side can).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FaultCounters {
+    /// Routing, irqfd or injection calls that failed.
+    pub router: u64,
+    /// VFIO vector enables or table writes that failed.
+    pub device: u64,
+    /// Guest BAR direct-mapping changes that failed.
+    pub mapping: u64,
+    /// Vectors whose real table address differed from the guest's under
+    /// `KernelProgrammed` (the doorbell plan did not hold).
+    pub address_mismatch: u64,
+}
+
+/// A PCI function passed through to a guest.
+///
+/// The VMM calls it from its traps: [`read_config`](Self::read_config) /
+/// [`write_config`](Self::write_config) from the config-space (ECAM) handler, and
+/// [`read_bar`](Self::read_bar) / [`write_bar`](Self::write_bar) for guest accesses inside a
+/// BAR window that are not mapped directly (the MSI-X table and PBA pages, and anything the
+/// kernel does not let userspace map). Every other BAR page is mapped into the guest through
+/// the [`GuestMapper`] as the guest places the BARs.
+///
+/// Interrupts: each MSI-X vector owns an eventfd. When the guest makes a vector deliverable
+/// (enabled, unmasked) the device allocates a GSI, installs the route (guest address, guest
+/// data, DeviceID) in ONE routing update per batch, enables the vector on the physical device
+/// with that eventfd, applies the doorbell write-through, and assigns the irqfd; a device
+/// interrupt then reaches the guest without leaving the kernel. Masking deassigns the irqfd, so
+/// a masked vector's interrupts wait in its eventfd: a PBA read drains them into the Pending
+/// bits, and an unmask delivers them once (either from the Pending bit or from the eventfd
+/// count when the irqfd is reassigned, never both).
+pub struct PassthroughDevice<D: DeviceBackend, R: MsiRouter, M: GuestMapper> {
+    backend: D,
+    router: R,
+    mapper: M,
+    config: VirtualConfig,
+    msix: Option<MsixState>,
+    slots: Vec<VectorSlot>,
+    pieces: Vec<DirectPiece>,
+    mapped: Vec<(u8, u32)>,
+    settings: PassthroughConfig,
+    faults: FaultCounters,
+    batch: UpdateBatch,
+}
+
+impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> std::fmt::Debug
+    for PassthroughDevice<D, R, M>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassthroughDevice")
+            .field("settings", &self.settings)
+            .field("vectors", &self.slots.len())
+            .field("faults", &self.faults)
+            .finish()
+    }
+}
+
+impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> {
+    /// Assembles a device from its parts: the virtual config space, the MSI-X emulation (if
+    /// the function has MSI-X) and the directly mappable BAR pieces.
+    pub fn new(
+        backend: D,
+        router: R,
+        mapper: M,
+        config: VirtualConfig,
+        msix: Option<MsixState>,
+        pieces: Vec<DirectPiece>,
+        settings: PassthroughConfig,
+    ) -> Result<Self> {
+        let vectors = msix.as_ref().map_or(0, |m| m.vectors());
+        let mut slots = Vec::with_capacity(usize::from(vectors));
+        for _ in 0..vectors {
+            let eventfd = EventFd::new(EFD_NONBLOCK).map_err(Error::Eventfd)?;
+            slots.push(VectorSlot {
+                eventfd: Arc::new(eventfd),
+                gsi: None,
+                route: None,
+                irqfd: false,
+                host_enabled: false,
+                program: None,
+            });
+        }
+        Ok(PassthroughDevice {
+            backend,
+            router,
+            mapper,
+            config,
+            msix,
+            slots,
+            pieces,
+            mapped: Vec::new(),
+            settings,
+            faults: FaultCounters::default(),
+            batch: UpdateBatch::default(),
+        })
+    }
+
+    /// The MSI-X layout, when the function has MSI-X.
+    pub fn msix_layout(&self) -> Option<&MsixLayout> {
+        self.msix.as_ref().map(|m| m.layout())
+    }
+
+    /// Where the guest's BARs decode now.
+    pub fn bar_windows(&self) -> &[BarWindow] {
+        self.config.windows()
+    }
+
+    /// The physical-device side, for reports and tests.
+    pub fn backend(&self) -> &D {
+        &self.backend
+    }
+
+    /// The eventfd of vector `vector`: the VFIO trigger of the physical vector. A VMM may
+    /// poll it while the vector is masked (no irqfd), and tests write it to play the device.
+    pub fn vector_eventfd(&self, vector: u16) -> Option<&EventFd> {
+        self.slots
+            .get(usize::from(vector))
+            .map(|s| s.eventfd.as_ref())
+    }
+
+    /// The fault counters.
+    pub fn faults(&self) -> FaultCounters {
+        self.faults
+    }
+
+    /// A guest config-space read.
+    pub fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+        self.config.read(&self.backend, offset, data);
+        if let Some(msix) = &self.msix {
+            msix.read_config(offset, data);
+        }
+    }
+
+    /// A guest config-space write. Returns the BAR decode changes, for the VMM's MMIO bus
+    /// (the device has already updated its own direct mappings).
+    pub fn write_config(&mut self, offset: u16, data: &[u8]) -> Vec<BarChange> {
+        let changes = self.config.write(&self.backend, offset, data);
+        if let Some(msix) = &mut self.msix
+            && self.config.touches_msix(offset, data.len())
+        {
+            msix.write_config(offset, data);
+        }
+        self.remap(&changes);
+        self.commit_if_due();
+        changes
+    }
+
+    /// A guest read inside BAR `bar` at `offset` that trapped.
+    pub fn read_bar(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+        let index = BarIndex::new(bar);
+        let reads_pba = match (&self.msix, index) {
+            (Some(msix), Some(index)) => matches!(
+                msix.layout().classify(index, offset, data.len()),
+                GuestAccess::Pba(_)
+            ),
+            _ => false,
+        };
+        if reads_pba {
+            self.drain_masked();
+        }
+        let forward = match (&self.msix, index) {
+            (Some(msix), Some(index)) => match msix.read_bar(index, offset, data) {
+                BarAccess::Handled => None,
+                BarAccess::Forward(region) => Some((region.bar.get(), region.offset)),
+            },
+            _ => Some((bar, offset)),
+        };
+        if let Some((bar, offset)) = forward
+            && let Err(e) = self.backend.read_bar(bar, offset, data)
+        {
+            log::warn!(
+                "BAR{bar} read of {} bytes at {offset:#x} failed: {e}",
+                data.len()
+            );
+            data.fill(0xff);
+        }
+    }
+
+    /// A guest write inside BAR `bar` at `offset` that trapped.
+    pub fn write_bar(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        let forward = match (&mut self.msix, BarIndex::new(bar)) {
+            (Some(msix), Some(index)) => match msix.write_bar(index, offset, data) {
+                BarAccess::Handled => None,
+                BarAccess::Forward(region) => Some((region.bar.get(), region.offset)),
+            },
+            _ => Some((bar, offset)),
+        };
+        if let Some((bar, offset)) = forward
+            && let Err(e) = self.backend.write_bar(bar, offset, data)
+        {
+            log::warn!(
+                "BAR{bar} write of {} bytes at {offset:#x} failed: {e}",
+                data.len()
+            );
+        }
+        self.commit_if_due();
+    }
+
+    /// Moves masked vectors' waiting interrupts (their eventfd counts) into the Pending bits,
+    /// so that a PBA read shows them.
+    fn drain_masked(&mut self) {
+        let Some(msix) = &mut self.msix else { return };
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.host_enabled && !slot.irqfd && slot.eventfd.read().is_ok() {
+                // The vector is masked (no irqfd): this sets its Pending bit.
+                if let Err(e) = msix.signal(i as u16) {
+                    log::warn!("MSI-X vector {i}: {e}");
+                }
+            }
+        }
+    }
+
+    fn remap(&mut self, changes: &[BarChange]) {
+        for change in changes {
+            let bar = change.bar;
+            let mut keep = Vec::with_capacity(self.mapped.len());
+            for (b, handle) in self.mapped.drain(..) {
+                if b == bar {
+                    if let Err(e) = self.mapper.unmap(handle) {
+                        log::error!("unmap of BAR{bar} piece (handle {handle}) failed: {e}");
+                        self.faults.mapping += 1;
+                    }
+                } else {
+                    keep.push((b, handle));
+                }
+            }
+            self.mapped = keep;
+            let Some(window) = change.new else { continue };
+            for piece in self.pieces.iter().filter(|p| p.bar == bar) {
+                let Some(gpa) = window.gpa.checked_add(piece.offset) else {
+                    continue;
+                };
+                // SAFETY: `piece.host..+len` is part of a BAR mapping owned by the backend,
+                // which lives as long as this device; every mapping made here is unmapped
+                // before the device (and so the backend) is dropped (see `Drop`) or when
+                // the BAR moves.
+                match unsafe { self.mapper.map(gpa, piece.len, piece.host) } {
+                    Ok(handle) => self.mapped.push((bar, handle)),
+                    Err(e) => {
+                        log::error!(
+                            "direct map of BAR{bar}+{:#x} ({:#x} bytes) at {gpa:#x} failed: {e}; \
+                             accesses will trap",
+                            piece.offset,
+                            piece.len
+                        );
+                        self.faults.mapping += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit_if_due(&mut self) {
+        if self.msix.as_ref().is_some_and(|m| m.updates_due()) {
+            self.commit();
+        }
+    }
+
+    /// Applies everything the guest changed since the last commit. Called automatically at
+    /// the end of each trapped write that made a batch due; a VMM may call it at any time
+    /// (an explicit flush).
+    pub fn commit(&mut self) {
+        let Some(msix) = &mut self.msix else { return };
+        let mut batch = std::mem::take(&mut self.batch);
+        msix.take_updates_into(&mut batch);
+        if !batch.is_empty() {
+            self.apply(&batch);
+        }
+        batch.clear();
+        self.batch = batch;
+    }
+
+    fn apply(&mut self, batch: &UpdateBatch) {
+        let mut changes: Vec<(u32, Option<MsiRoute>)> = Vec::new();
+        let mut to_enable: Vec<VectorUpdate> = Vec::new();
+        let mut to_assign: Vec<usize> = Vec::new();
+        let mut release: Vec<u32> = Vec::new();
+        let devid = self.settings.devid;
+        let msix_enabled = self.msix.as_ref().is_some_and(|m| m.enabled());
+
+        for u in &batch.updates {
+            let i = usize::from(u.index);
+            let Some(slot) = self.slots.get_mut(i) else {
+                continue;
+            };
+            if u.is_deliverable() {
+                let gsi = match slot.gsi {
+                    Some(g) => g,
+                    None => match self.router.allocate_gsi() {
+                        Ok(g) => {
+                            slot.gsi = Some(g);
+                            g
+                        }
+                        Err(e) => {
+                            log::error!("MSI-X vector {i}: no GSI: {e}");
+                            self.faults.router += 1;
+                            continue;
+                        }
+                    },
+                };
+                let route = MsiRoute {
+                    address: u.address,
+                    data: u.data,
+                    devid,
+                };
+                if slot.route != Some(route) {
+                    changes.push((gsi, Some(route)));
+                    slot.route = Some(route);
+                }
+                if !slot.host_enabled {
+                    to_enable.push(*u);
+                }
+                if !slot.irqfd {
+                    to_assign.push(i);
+                }
+            } else {
+                if slot.irqfd {
+                    if let Some(gsi) = slot.gsi
+                        && let Err(e) = self.router.deassign_irqfd(&slot.eventfd, gsi)
+                    {
+                        log::error!("MSI-X vector {i}: irqfd deassign failed: {e}");
+                        self.faults.router += 1;
+                    }
+                    slot.irqfd = false;
+                }
+                if !u.enabled
+                    && let Some(gsi) = slot.gsi.take()
+                {
+                    changes.push((gsi, None));
+                    release.push(gsi);
+                    slot.route = None;
+                }
+            }
+        }
+
+        // One routing-table update for the whole batch.
+        if !changes.is_empty()
+            && let Err(e) = self.router.set_routes(&changes)
+        {
+            log::error!("routing update of {} routes failed: {e}", changes.len());
+            self.faults.router += 1;
+        }
+        for gsi in release {
+            self.router.release_gsi(gsi);
+        }
+
+        if !msix_enabled && self.slots.iter().any(|s| s.host_enabled) {
+            if let Err(e) = self.backend.disable_vectors() {
+                log::error!("MSI-X disable on the device failed: {e}");
+                self.faults.device += 1;
+            }
+            for slot in &mut self.slots {
+                slot.host_enabled = false;
+                slot.program = None;
+            }
+        }
+
+        for u in to_enable {
+            self.enable_on_device(&u);
+        }
+        for i in to_assign {
+            let slot = &mut self.slots[i];
+            let Some(gsi) = slot.gsi else { continue };
+            match self.router.assign_irqfd(&slot.eventfd, gsi) {
+                Ok(()) => slot.irqfd = true,
+                Err(e) => {
+                    log::error!("MSI-X vector {i}: irqfd assign to GSI {gsi} failed: {e}");
+                    self.faults.router += 1;
+                }
+            }
+        }
+        for d in &batch.deliveries {
+            let route = MsiRoute {
+                address: d.address,
+                data: d.data,
+                devid,
+            };
+            if let Err(e) = self.router.inject(route) {
+                log::error!("MSI-X vector {}: pending delivery failed: {e}", d.index);
+                self.faults.router += 1;
+            }
+        }
+    }
+
+    /// Enables one vector on the physical device and applies the write-through policy.
+    fn enable_on_device(&mut self, u: &VectorUpdate) {
+        let i = usize::from(u.index);
+        let policy = self.settings.policy;
+        let real_table = self.msix.as_ref().map(|m| m.layout().real().table);
+        let program = match msi_trap::write_through::program_address(
+            policy, u.index, u.address, real_table,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("{e}");
+                self.faults.device += 1;
+                return;
+            }
+        };
+        if let DeviceProgram::SetIova { iova, .. } = program
+            && let Err(e) = self.backend.prepare_msi_iova(u.index, iova)
+        {
+            log::error!("MSI-X vector {i}: MSI IOVA {iova:#x} not accepted: {e}");
+            self.faults.device += 1;
+            return;
+        }
+        let slot = &mut self.slots[i];
+        if let Err(e) = self.backend.set_vector(u.index, Some(&slot.eventfd)) {
+            log::error!("MSI-X vector {i}: enable on the device failed: {e}");
+            self.faults.device += 1;
+            return;
+        }
+        slot.host_enabled = true;
+        match program {
+            DeviceProgram::WriteTableAddress(w) => {
+                if let Err(e) = self.backend.write_table_address(u.index, w.lo, w.hi) {
+                    log::error!("MSI-X vector {i}: table address write failed: {e}");
+                    self.faults.device += 1;
+                }
+            }
+            DeviceProgram::KernelProgrammed { guest_address, .. } => {
+                match self.backend.read_table_address(u.index) {
+                    Ok(Some(real)) if real != guest_address => {
+                        log::error!(
+                            "MSI-X vector {i}: the device uses doorbell {real:#x} but the guest \
+                             programmed {guest_address:#x}; the doorbell plan did not hold"
+                        );
+                        self.faults.address_mismatch += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::warn!("MSI-X vector {i}: real table not readable: {e}"),
+                }
+            }
+            DeviceProgram::SetIova { .. } => {}
+        }
+        slot.program = Some(program);
+    }
+
+    /// Every vector's guest and host state, with the real table's address read live.
+    pub fn vectors(&self) -> Vec<VectorReport> {
+        let Some(msix) = &self.msix else {
+            return Vec::new();
+        };
+        (0..msix.vectors())
+            .filter_map(|i| {
+                let v = msix.vector(i)?;
+                let slot = &self.slots[usize::from(i)];
+                Some(VectorReport {
+                    index: i,
+                    guest_address: v.address,
+                    guest_data: v.data,
+                    masked: v.masked,
+                    enabled: v.enabled,
+                    gsi: slot.gsi,
+                    host_enabled: slot.host_enabled,
+                    device_address: self.backend.read_table_address(i).ok().flatten(),
+                })
+            })
+            .collect()
+    }
+
+    /// Tears the interrupt state down: irqfds, routes, GSIs and the device's vectors.
+    fn teardown(&mut self) {
+        let mut changes = Vec::new();
+        for slot in &mut self.slots {
+            if let Some(gsi) = slot.gsi {
+                if slot.irqfd {
+                    let _ = self.router.deassign_irqfd(&slot.eventfd, gsi);
+                    slot.irqfd = false;
+                }
+                changes.push((gsi, None));
+            }
+        }
+        if !changes.is_empty() {
+            let _ = self.router.set_routes(&changes);
+        }
+        for slot in &mut self.slots {
+            if let Some(gsi) = slot.gsi.take() {
+                self.router.release_gsi(gsi);
+            }
+            slot.route = None;
+        }
+        if self.slots.iter().any(|s| s.host_enabled) {
+            let _ = self.backend.disable_vectors();
+        }
+        for (_, handle) in self.mapped.drain(..) {
+            let _ = self.mapper.unmap(handle);
+        }
+    }
+}
+
+impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> Drop for PassthroughDevice<D, R, M> {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

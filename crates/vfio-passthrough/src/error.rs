@@ -1,0 +1,51 @@
+//! Errors of setting a passthrough device up. Once running, guest accesses cannot fail:
+//! host-side failures are logged and counted (`FaultCounters`).
+
+/// An error while setting a passthrough device up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A VFIO call failed.
+    #[error(transparent)]
+    Vfio(#[from] vfio_cdev::Error),
+    /// An iommufd call failed.
+    #[error(transparent)]
+    Iommu(#[from] iommufd_ioas::Error),
+    /// The device's MSI-X capability or layout is unusable.
+    #[error("MSI-X of {device}: {reason}")]
+    Msix {
+        /// The device.
+        device: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The device is not something this crate can pass through.
+    #[error("{device} cannot be passed through: {reason}")]
+    Unsupported {
+        /// The device.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+    /// After attach, the kernel's reserved IOVA windows did not match the plan.
+    #[error("{device}: doorbell plan not honoured by the kernel: {reason}")]
+    PlanMismatch {
+        /// The device.
+        device: String,
+        /// What differed.
+        reason: String,
+    },
+    /// Creating an eventfd failed.
+    #[error("eventfd creation failed: {0}")]
+    Eventfd(#[source] std::io::Error),
+    /// A KVM call failed during setup.
+    #[error("{op} failed: {errno}")]
+    Kvm {
+        /// The ioctl.
+        op: &'static str,
+        /// The kernel's answer.
+        errno: iommufd_ioas::Errno,
+    },
+}
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

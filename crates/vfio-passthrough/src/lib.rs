@@ -1,0 +1,41 @@
+//! A VFIO PCI passthrough device for a KVM VMM, with MSI-X reaching the guest through a
+//! doorbell the VMM chose.
+//!
+//! The pieces:
+//!
+//! - [`PassthroughDevice`]: the function as the guest sees it. Config space is virtualized
+//!   ([`VirtualConfig`]: BARs shadowed and relocatable, the MSI-X capability from
+//!   `msi-trap`, a write mask for the rest); BAR pages are mapped straight into the guest
+//!   except the trapped MSI-X table and PBA pages; MSI-X vectors become KVM routes (one
+//!   eventfd per vector, GSIs allocated as vectors become deliverable, one routing update
+//!   per batch, irqfds) with the DeviceID the FDT `msi-map` gives.
+//! - The traits it drives ([`DeviceBackend`], [`MsiRouter`], [`GuestMapper`]) and their real
+//!   implementations: [`VfioBackend`] over `vfio-cdev`, [`KvmMsiRouter`] and
+//!   [`KvmSlotMapper`] over `kvm-ioctls`. Tests drive the same device with fakes.
+//! - [`setup`]: the whole bring-up a VMM embeds: open and bind the device, gather the host's
+//!   reserved regions and kernel capabilities, plan the doorbell (`doorbell-planner`), set the
+//!   proposed MSI window when the kernel has it, attach, check the plan against the kernel's
+//!   IOVA ranges, and map guest RAM at IOVA = GPA.
+//!
+//! The MSI data the device sends is always the host's: only the guest's address is written
+//! through (see `msi_trap::write_through`).
+
+#![deny(missing_docs)]
+
+mod backend;
+mod bars;
+mod config;
+mod device;
+mod error;
+mod kvm;
+mod parts;
+mod vfio;
+
+pub use backend::{BackendError, DeviceBackend, GuestMapper, MsiRoute, MsiRouter};
+pub use bars::{BarChange, BarWindow, GuestBar, GuestBars};
+pub use config::{COMMAND_FORWARD_MASK, CapPlan, VirtualConfig, plan_caps};
+pub use device::{DirectPiece, FaultCounters, PassthroughConfig, PassthroughDevice, VectorReport};
+pub use error::{Error, Result};
+pub use kvm::{KVM_MAX_IRQ_ROUTES, KvmMsiRouter, KvmSlotMapper, msi_entry};
+pub use parts::{ModelParts, build_model};
+pub use vfio::{DeviceFacts, VfioBackend, decode_bars, subtract_traps};
