@@ -1,7 +1,8 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Bounded translation cache: (DeviceID, EventID) -> (INTID, ICID, vCPU).
+//! Bounded caches: translations (DeviceID, EventID) -> (INTID, ICID, vCPU), and decoded
+//! Device and Collection table entries.
 //!
 //! IHI 0069H 5.2: the ITS may cache table contents, and software must not change the tables
 //! in memory behind the ITS's back, so a cached translation stays right until a command or
@@ -9,6 +10,9 @@
 //! - one slot on MAPTI/MAPI/MOVI/DISCARD,
 //! - every slot of a DeviceID on MAPD, every slot of an ICID on MAPC,
 //! - everything on a `GITS_CTLR.Enabled` change, a `GITS_BASER<n>` write and a restore.
+//!
+//! The entry caches hold decoded DTEs (by DeviceID) and memory-held CTEs (by ICID); MAPD and
+//! MAPC invalidate the entry they write, and they are cleared with the translation cache.
 //!
 //! The cache is direct-mapped with a fixed capacity set by the VMM
 //! ([`ItsConfigBuilder::cache_entries`](crate::ItsConfigBuilder::cache_entries)); it is
@@ -147,6 +151,53 @@ impl TranslationCache {
     }
 }
 
+/// A small direct-mapped cache of table entries keyed by a table index (DeviceID or ICID),
+/// holding what the table entry decoded to (including "invalid"). Fixed size, allocated once.
+#[derive(Debug)]
+pub(crate) struct EntryCache<V: Copy> {
+    slots: Box<[Option<(u32, V)>]>,
+    mask: usize,
+}
+
+impl<V: Copy> EntryCache<V> {
+    /// `capacity` is rounded up to a power of two.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1).next_power_of_two();
+        EntryCache {
+            slots: vec![None; capacity].into_boxed_slice(),
+            mask: capacity - 1,
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, key: u32) -> Option<V> {
+        match self.slots.get(key as usize & self.mask) {
+            Some(Some((k, v))) if *k == key => Some(*v),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn insert(&mut self, key: u32, value: V) {
+        if let Some(s) = self.slots.get_mut(key as usize & self.mask) {
+            *s = Some((key, value));
+        }
+    }
+
+    #[inline]
+    pub fn invalidate(&mut self, key: u32) {
+        if let Some(s) = self.slots.get_mut(key as usize & self.mask)
+            && matches!(s, Some((k, _)) if *k == key)
+        {
+            *s = None;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +236,24 @@ mod tests {
         assert!(c.get(5, 6).is_none());
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (3, 4));
+    }
+
+    #[test]
+    fn entry_cache_is_direct_mapped() {
+        let mut c = EntryCache::<Option<u32>>::new(4);
+        c.insert(1, Some(7));
+        c.insert(2, None);
+        assert_eq!(c.get(1), Some(Some(7)));
+        assert_eq!(c.get(2), Some(None));
+        assert_eq!(c.get(5), None);
+        c.insert(5, Some(9));
+        assert_eq!(c.get(1), None, "5 evicted 1");
+        c.invalidate(1);
+        assert_eq!(c.get(5), Some(Some(9)), "invalidating another key keeps the slot");
+        c.invalidate(5);
+        assert_eq!(c.get(5), None);
+        c.clear();
+        assert_eq!(c.get(2), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use vm_memory::GuestMemory;
 
-use crate::cache::{CacheStats, Cached, TranslationCache};
+use crate::cache::{CacheStats, Cached, EntryCache, TranslationCache};
 use crate::cmd::{CommandError, CommandErrorKind};
 use crate::config::{ItsConfig, LPI_BASE, TABLE_ENTRY_SIZE};
 use crate::tables::baser::{TableDescriptor, TableType, baser_reset};
@@ -21,6 +21,10 @@ pub const DEVICE_BASER: usize = 0;
 pub const COLLECTION_BASER: usize = 1;
 /// Number of `GITS_BASER<n>` registers in the frame.
 pub const BASER_COUNT: usize = 8;
+/// Entries of the Device table entry cache.
+const DEVICE_CACHE_ENTRIES: usize = 256;
+/// Entries of the Collection table entry cache.
+const COLLECTION_CACHE_ENTRIES: usize = 64;
 
 /// An emulated GICv3 ITS (IHI 0069H chapter 5) as one guest sees it.
 ///
@@ -42,6 +46,10 @@ pub struct Its {
     /// On-chip collections `0..HCC`: target processor number when mapped.
     pub(crate) collections: Vec<Option<u32>>,
     pub(crate) cache: TranslationCache,
+    /// Decoded DTEs by DeviceID (`None` = invalid entry).
+    pub(crate) device_cache: EntryCache<Option<DeviceEntry>>,
+    /// Memory-held CTEs by ICID (`None` = unmapped).
+    pub(crate) collection_cache: EntryCache<Option<u32>>,
     pub(crate) last_error: Option<CommandError>,
     pub(crate) commands_processed: u64,
 }
@@ -64,6 +72,8 @@ impl Its {
         let on_chip = config.on_chip_collections() as usize;
         Its {
             cache: TranslationCache::new(config.cache_entries),
+            device_cache: EntryCache::new(DEVICE_CACHE_ENTRIES),
+            collection_cache: EntryCache::new(COLLECTION_CACHE_ENTRIES),
             collections: vec![None; on_chip],
             config,
             enabled: false,
@@ -122,7 +132,14 @@ impl Its {
     /// Drop every cached translation. Only needed if the VMM itself rewrites ITS tables in
     /// guest memory (for example after loading guest memory from a snapshot).
     pub fn invalidate_cache(&mut self) {
+        self.flush_caches();
+    }
+
+    /// Drop every cached translation and table entry.
+    pub(crate) fn flush_caches(&mut self) {
         self.cache.clear();
+        self.device_cache.clear();
+        self.collection_cache.clear();
     }
 
     pub(crate) fn device_in_range(&self, device_id: u32) -> bool {
@@ -148,23 +165,43 @@ impl Its {
         desc.entry_address(mem, device_id)?.ok_or(oor)
     }
 
+    /// The device's DTE, `None` when invalid; `DEVICE_OOR` when out of range or not covered.
+    /// Served from the Device entry cache when possible.
+    pub(crate) fn device_entry<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        device_id: u32,
+    ) -> Result<Option<DeviceEntry>, CommandErrorKind> {
+        if !self.device_in_range(device_id) {
+            return Err(CommandErrorKind::DeviceOor { device_id });
+        }
+        if let Some(e) = self.device_cache.get(device_id) {
+            return Ok(e);
+        }
+        let addr = self.device_entry_addr(mem, device_id)?;
+        let entry = device::decode(read_u64(mem, addr, TableKind::Devices)?);
+        self.device_cache.insert(device_id, entry);
+        Ok(entry)
+    }
+
     /// The device's DTE: `DEVICE_OOR`, or `UNMAPPED_DEVICE` when invalid.
     pub(crate) fn read_device<M: GuestMemory + ?Sized>(
-        &self,
+        &mut self,
         mem: &M,
         device_id: u32,
     ) -> Result<DeviceEntry, CommandErrorKind> {
-        let addr = self.device_entry_addr(mem, device_id)?;
-        device::decode(read_u64(mem, addr, TableKind::Devices)?)
+        self.device_entry(mem, device_id)?
             .ok_or(CommandErrorKind::UnmappedDevice { device_id })
     }
 
     pub(crate) fn write_device<M: GuestMemory + ?Sized>(
-        &self,
+        &mut self,
         mem: &M,
+        device_id: u32,
         addr: u64,
         entry: Option<DeviceEntry>,
     ) -> Result<(), TableError> {
+        self.device_cache.invalidate(device_id);
         write_u64(mem, addr, device::encode(entry), TableKind::Devices)
     }
 
@@ -224,16 +261,25 @@ impl Its {
     /// The collection's target: `COLLECTION_OOR` when the ICID is beyond the collection ID
     /// space or the Collection table, `None` when unmapped.
     pub(crate) fn read_collection<M: GuestMemory + ?Sized>(
-        &self,
+        &mut self,
         mem: &M,
         icid: u16,
     ) -> Result<Option<u32>, CommandErrorKind> {
+        if u32::from(icid) < self.config.collection_count()
+            && let Some(target) = self.collection_cache.get(u32::from(icid))
+        {
+            return Ok(target);
+        }
         match self.collection_slot(mem, icid)? {
             CollectionSlot::OnChip(i) => Ok(self.collections.get(i).copied().flatten()),
-            CollectionSlot::Memory(addr) => Ok(collection::decode(
-                read_u64(mem, addr, TableKind::Collections)?,
-                self.config.vcpus,
-            )),
+            CollectionSlot::Memory(addr) => {
+                let target = collection::decode(
+                    read_u64(mem, addr, TableKind::Collections)?,
+                    self.config.vcpus,
+                );
+                self.collection_cache.insert(u32::from(icid), target);
+                Ok(target)
+            }
         }
     }
 
@@ -249,12 +295,15 @@ impl Its {
                     *slot = target;
                 }
             }
-            CollectionSlot::Memory(addr) => write_u64(
-                mem,
-                addr,
-                collection::encode(target),
-                TableKind::Collections,
-            )?,
+            CollectionSlot::Memory(addr) => {
+                self.collection_cache.invalidate(u32::from(icid));
+                write_u64(
+                    mem,
+                    addr,
+                    collection::encode(target),
+                    TableKind::Collections,
+                )?
+            }
         }
         Ok(())
     }
@@ -262,7 +311,7 @@ impl Its {
     /// Resolve (DeviceID, EventID) to its DTE and ITE with the spec's checks in the spec's
     /// order: `DEVICE_OOR`, `UNMAPPED_DEVICE`, `ID_OOR`, `UNMAPPED_INTERRUPT`.
     pub(crate) fn resolve_event<M: GuestMemory + ?Sized>(
-        &self,
+        &mut self,
         mem: &M,
         device_id: u32,
         event_id: u32,
@@ -309,7 +358,7 @@ impl Its {
     /// Target of a collection an ITE names: `UNMAPPED_COLLECTION` when it is unmapped or not
     /// covered by the Collection table (the ICID itself was range-checked when mapped).
     pub(crate) fn collection_target<M: GuestMemory + ?Sized>(
-        &self,
+        &mut self,
         mem: &M,
         icid: u16,
     ) -> Result<u32, CommandErrorKind> {

@@ -239,7 +239,7 @@ impl Its {
         let enable = value & GITS_CTLR_ENABLED != 0;
         if enable != self.enabled {
             self.enabled = enable;
-            self.cache.clear();
+            self.flush_caches();
             if enable {
                 self.process_commands(mem, rd);
             }
@@ -287,7 +287,7 @@ impl Its {
                 {
                     // Implemented registers have a non-zero Type; the others are RES0.
                     *reg = baser_write(*reg, value);
-                    self.cache.clear();
+                    self.flush_caches();
                 }
             }
             _ => {}

@@ -182,7 +182,7 @@ impl Its {
         self.stalled = state.stalled;
         self.baser = baser;
         self.collections = state.collections.clone();
-        self.cache.clear();
+        self.flush_caches();
         self.last_error = None;
         Ok(())
     }

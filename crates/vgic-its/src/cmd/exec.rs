@@ -215,7 +215,7 @@ impl Its {
         } else {
             None
         };
-        self.write_device(mem, addr, entry)?;
+        self.write_device(mem, device_id, addr, entry)?;
         self.cache.invalidate_device(device_id);
         rd.mapping_changed(&match entry {
             Some(e) => MappingEvent::DeviceMapped {
@@ -271,9 +271,9 @@ impl Its {
         intid: u32,
         icid: u16,
     ) -> Result<(), CommandErrorKind> {
-        self.device_entry_addr(mem, device_id)?;
+        let dte = self.device_entry(mem, device_id)?;
         let vcpu = self.read_collection(mem, icid)?;
-        let dte = self.read_device(mem, device_id)?;
+        let dte = dte.ok_or(CommandErrorKind::UnmappedDevice { device_id })?;
         if !dte.covers(event_id) {
             return Err(CommandErrorKind::IdOor {
                 device_id,
@@ -345,7 +345,7 @@ impl Its {
         event_id: u32,
         icid: u16,
     ) -> Result<(), CommandErrorKind> {
-        self.device_entry_addr(mem, device_id)?;
+        self.device_entry(mem, device_id)?;
         let new_target = self.read_collection(mem, icid)?;
         let (dte, ite) = self.resolve_event(mem, device_id, event_id)?;
         let to = new_target.ok_or(CommandErrorKind::UnmappedCollection { icid })?;
