@@ -1,1 +1,104 @@
-fn main() {}
+// Copyright 2025 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Trap-path costs: one table dword write through to its vector update, and a full
+//! 2048-entry table rewrite with one commit.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use msi_trap::caps::CapabilityList;
+use msi_trap::msix::MsixState;
+use msi_trap::msix::cap::MsixCapability;
+use msi_trap::msix::layout::{BarInfo, MsixLayout, RelocationPolicy};
+use msi_trap::update::UpdateBatch;
+use msi_trap::write_through::DoorbellPolicy;
+
+const CAP: u16 = 0x70;
+
+fn msix(n: u16) -> MsixState {
+    let cap = MsixCapability::from_registers(CAP as u8, 0, n - 1, 0, 0x8000).unwrap();
+    let mut bars = [BarInfo::ABSENT; 6];
+    bars[0] = BarInfo::memory64(0x1_0000);
+    let layout = MsixLayout::compute(&bars, cap.real(), 0x1000, RelocationPolicy::Never).unwrap();
+    MsixState::new(cap, layout).unwrap()
+}
+
+fn live(n: u16) -> MsixState {
+    let mut m = msix(n);
+    m.write_config(CAP + 3, &[0x80]);
+    for v in 0..u64::from(n) {
+        m.write_table(v * 16, &0x0800_0040u32.to_le_bytes());
+        m.write_table(v * 16 + 12, &0u32.to_le_bytes());
+    }
+    m.take_updates();
+    m
+}
+
+fn bench_dword(c: &mut Criterion) {
+    let mut m = live(2048);
+    let mut data = 0u32;
+    c.bench_function("msix_table_dword_write", |b| {
+        b.iter(|| {
+            data = data.wrapping_add(1);
+            m.write_table(black_box(0x408), black_box(&data.to_le_bytes()))
+        })
+    });
+
+    let mut m = live(2048);
+    let mut batch = UpdateBatch::default();
+    c.bench_function("msix_table_dword_write_commit", |b| {
+        b.iter(|| {
+            data = data.wrapping_add(1);
+            m.write_table(black_box(0x408), black_box(&data.to_le_bytes()));
+            m.take_updates_into(&mut batch);
+            assert_eq!(batch.updates.len(), 1);
+            black_box(&batch);
+        })
+    });
+}
+
+fn bench_full_table(c: &mut Criterion) {
+    let mut m = msix(2048);
+    let mut batch = UpdateBatch::default();
+    let mut round = 0u32;
+    c.bench_function("msix_full_table_rewrite_2048_commit", |b| {
+        b.iter(|| {
+            round = round.wrapping_add(1);
+            m.write_config(CAP + 3, &[0xc0]); // Enable + Function Mask
+            for v in 0..2048u64 {
+                let base = v * 16;
+                m.write_table(base, &0x0800_0040u32.to_le_bytes());
+                m.write_table(base + 4, &0u32.to_le_bytes());
+                m.write_table(base + 8, &(v as u32 ^ round).to_le_bytes());
+                m.write_table(base + 12, &0u32.to_le_bytes());
+            }
+            m.write_config(CAP + 3, &[0x80]); // clear Function Mask: due
+            m.take_updates_into(&mut batch);
+            assert_eq!(batch.updates.len(), 2048);
+            black_box(&batch);
+        })
+    });
+
+    let m = live(2048);
+    c.bench_function("msix_device_program_2048", |b| {
+        b.iter(|| black_box(m.device_program(DoorbellPolicy::TableAddressWrite)))
+    });
+}
+
+fn bench_caps(c: &mut Criterion) {
+    let mut config = vec![0u8; 4096];
+    config[0x06] = 0x10;
+    config[0x34] = 0x40;
+    for at in (0x40..0x100).step_by(4) {
+        config[at] = 0x09;
+        config[at + 1] = if at == 0xfc { 0 } else { (at + 4) as u8 };
+    }
+    c.bench_function("caps_parse_48_standard", |b| {
+        b.iter(|| CapabilityList::parse(black_box(&config)).map(|l| l.standard().len()))
+    });
+}
+
+criterion_group!(benches, bench_dword, bench_full_table, bench_caps);
+criterion_main!(benches);

@@ -95,9 +95,11 @@ pub(crate) fn write_overlay(
         Some(o) => {
             for k in 0..o.len {
                 let i = o.block_start + k;
-                let (Some(byte), Some(mask), Some(new)) =
-                    (image.get_mut(i), write_mask.get(i), data.get(o.access_start + k))
-                else {
+                let (Some(byte), Some(mask), Some(new)) = (
+                    image.get_mut(i),
+                    write_mask.get(i),
+                    data.get(o.access_start + k),
+                ) else {
                     break;
                 };
                 *byte = (*byte & !mask) | (new & mask);
@@ -151,11 +153,20 @@ mod tests {
         assert_eq!(overlap(0x40, 12, 0x4c, 4), None);
         assert_eq!(overlap(0x40, 12, 0x40, 0), None);
         let o = overlap(0x40, 12, 0x3e, 4).unwrap();
-        assert_eq!((o.access_start, o.block_start, o.len, o.whole), (2, 0, 2, false));
+        assert_eq!(
+            (o.access_start, o.block_start, o.len, o.whole),
+            (2, 0, 2, false)
+        );
         let o = overlap(0x40, 12, 0x4a, 4).unwrap();
-        assert_eq!((o.access_start, o.block_start, o.len, o.whole), (0, 10, 2, false));
+        assert_eq!(
+            (o.access_start, o.block_start, o.len, o.whole),
+            (0, 10, 2, false)
+        );
         let o = overlap(0x40, 12, 0x44, 4).unwrap();
-        assert_eq!((o.access_start, o.block_start, o.len, o.whole), (0, 4, 4, true));
+        assert_eq!(
+            (o.access_start, o.block_start, o.len, o.whole),
+            (0, 4, 4, true)
+        );
     }
 
     #[test]

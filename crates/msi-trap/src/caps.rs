@@ -20,9 +20,9 @@
 //! * Two capabilities whose bodies share a byte: [`CapError::Overlap`]. A capability this
 //!   crate emulates must own its bytes alone, or a guest write would land in two places.
 //! * PCIe Base 6.0 §7.6.3: when the image is 4096 bytes, the extended list starts at 0x100
-//!   with a 32-bit header (ID [15:0], version [19:16], next [31:20]); an all-zero header there
-//!   means no extended capability; next pointers below 0x100 are errors; the low 2 bits of
-//!   next are masked.
+//!   with a 32-bit header (ID in bits 15:0, version in bits 19:16, next in bits 31:20); an
+//!   all-zero header there means no extended capability; next pointers below 0x100 are
+//!   errors; the low 2 bits of next are masked.
 //!
 //! [`CapabilityList::parse`] is strict: the first fault is an error.
 //! [`CapabilityList::parse_lenient`] is the documented tolerant mode: each list stops at its
@@ -411,7 +411,11 @@ mod tests {
         c[0x52] = 0x80; // MSI control: 64-bit
         link(&mut c, 0x70, PCI_CAP_ID_MSIX, 0);
         let caps = CapabilityList::parse(&c).unwrap();
-        let got: Vec<_> = caps.standard().iter().map(|c| (c.id, c.offset, c.len)).collect();
+        let got: Vec<_> = caps
+            .standard()
+            .iter()
+            .map(|c| (c.id, c.offset, c.len))
+            .collect();
         assert_eq!(got, vec![(1, 0x40, 8), (5, 0x50, 14), (0x11, 0x70, 12)]);
         assert_eq!(caps.msi().unwrap().offset, 0x50);
         assert_eq!(caps.msix().unwrap().offset, 0x70);

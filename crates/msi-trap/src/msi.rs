@@ -14,10 +14,11 @@
 //!       (* only with Per-vector Masking Capable, Message Control bit 8)
 //! ```
 //!
-//! Message Control: Enable [0] RW; Multiple Message Capable [3:1] RO; Multiple Message
-//! Enable [6:4] RW; 64-bit Address Capable [7] RO; Per-vector Masking Capable [8] RO.
-//! The guest sees Extended Message Data Capable [9] as 0 and [10] as read-only 0: this
-//! crate exposes 16-bit message data only (the ext-data register, when the device has one,
+//! Message Control: Enable (bit 0) RW; Multiple Message Capable (bits 3:1) RO; Multiple
+//! Message Enable (bits 6:4) RW; 64-bit Address Capable (bit 7) RO; Per-vector Masking
+//! Capable (bit 8) RO. The guest sees Extended Message Data Capable (bit 9) as 0 and
+//! Extended Message Data Enable (bit 10) as read-only 0: this crate exposes 16-bit message
+//! data only (the ext-data register, when the device has one,
 //! reads as 0 and ignores writes). Message Address bits 1:0 read as 0.
 //!
 //! Rules this module holds:
@@ -126,20 +127,17 @@ pub enum MsiError {
 }
 
 /// The device's MSI capability as read from its config space (its read-only fields).
+///
+/// Built only by [`from_registers`](Self::from_registers) or [`parse`](Self::parse), so its
+/// Multiple Message Capable is always a legal encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MsiCapability {
-    /// Offset of the capability in config space.
-    pub offset: u8,
-    /// Next Pointer the guest reads.
-    pub next: u8,
-    /// 64-bit Address Capable.
-    pub is_64bit: bool,
-    /// Per-vector Masking Capable.
-    pub per_vector_mask: bool,
-    /// Multiple Message Capable, log2 of the vector count (0..=5).
-    pub multiple_message_capable: u8,
-    /// Extended Message Data Capable on the device (hidden from the guest).
-    pub extended_data: bool,
+    offset: u8,
+    next: u8,
+    is_64bit: bool,
+    per_vector_mask: bool,
+    multiple_message_capable: u8,
+    extended_data: bool,
 }
 
 impl MsiCapability {
@@ -176,6 +174,41 @@ impl MsiCapability {
             return Err(out_of_range);
         }
         Self::from_registers(offset, config.get(at + 1).copied().unwrap_or(0), control)
+    }
+
+    /// Offset of the capability in config space.
+    pub fn offset(&self) -> u8 {
+        self.offset
+    }
+
+    /// Next Pointer the guest reads.
+    pub fn next(&self) -> u8 {
+        self.next
+    }
+
+    /// The same capability with another Next Pointer (to hide capabilities from the guest).
+    pub fn with_next(self, next: u8) -> Self {
+        MsiCapability { next, ..self }
+    }
+
+    /// 64-bit Address Capable.
+    pub fn is_64bit(&self) -> bool {
+        self.is_64bit
+    }
+
+    /// Per-vector Masking Capable.
+    pub fn per_vector_mask(&self) -> bool {
+        self.per_vector_mask
+    }
+
+    /// Multiple Message Capable: log2 of the vector count, 0..=5.
+    pub fn multiple_message_capable(&self) -> u8 {
+        self.multiple_message_capable
+    }
+
+    /// Extended Message Data Capable on the device (hidden from the guest).
+    pub fn extended_data(&self) -> bool {
+        self.extended_data
     }
 
     /// Vectors the function can use: 2^MMC (1..=32).
@@ -472,13 +505,7 @@ impl MsiState {
                 self.cap.multiple_message_capable
             );
         }
-        let before = (
-            self.enabled,
-            self.mme,
-            self.address(),
-            self.data,
-            self.mask,
-        );
+        let before = (self.enabled, self.mme, self.address(), self.data, self.mask);
         self.enabled = control & MSI_CTRL_ENABLE != 0;
         self.mme = mme;
         self.address_lo = le_u32(&image, 4) & !3;
@@ -537,9 +564,8 @@ impl MsiState {
     /// As [`take_updates`](Self::take_updates), reusing `batch`'s allocations.
     pub fn take_updates_into(&mut self, batch: &mut UpdateBatch) {
         let this = self.clone_routes();
-        self.tracker.take_into(batch, |i| {
-            this.get(i).copied().unwrap_or(RESET_ROUTE)
-        });
+        self.tracker
+            .take_into(batch, |i| this.get(i).copied().unwrap_or(RESET_ROUTE));
     }
 
     fn clone_routes(&self) -> Vec<Route> {
@@ -744,8 +770,9 @@ mod tests {
         c[0x51] = 0x60;
         c[0x52] = 0x86; // 64-bit, MMC 3
         let cap = MsiCapability::parse(&c, 0x50).unwrap();
-        assert!(cap.is_64bit && !cap.per_vector_mask);
-        assert_eq!((cap.next, cap.vectors(), cap.len()), (0x60, 8, 14));
+        assert!(cap.is_64bit() && !cap.per_vector_mask());
+        assert_eq!((cap.next(), cap.vectors(), cap.len()), (0x60, 8, 14));
+        assert_eq!(cap.with_next(0).next(), 0);
     }
 
     #[test]
@@ -788,7 +815,10 @@ mod tests {
         assert_eq!(m.read_config(AT + 0x12, &mut buf), Coverage::Partial);
         assert_eq!(buf, [0, 0, 0xee, 0xee]);
         // Straddling the start: only ID and Next (read-only) are inside.
-        assert_eq!(m.write_config(AT - 2, &[1, 2, 0xff, 0xff]), Coverage::Partial);
+        assert_eq!(
+            m.write_config(AT - 2, &[1, 2, 0xff, 0xff]),
+            Coverage::Partial
+        );
         assert_eq!(read(&m, 0, 2), vec![0x05, 0x70]);
         // Straddling the end: Pending Bits (read-only) then outside.
         assert_eq!(m.write_config(AT + 0x12, &[0xff; 4]), Coverage::Partial);
@@ -891,7 +921,9 @@ mod tests {
         let m = msi(MSI_CTRL_64BIT);
         assert!(matches!(
             m.device_program(DoorbellPolicy::TableAddressWrite),
-            Err(MsiError::WriteThrough(WriteThroughError::Unsupported { .. }))
+            Err(MsiError::WriteThrough(
+                WriteThroughError::Unsupported { .. }
+            ))
         ));
     }
 
@@ -968,10 +1000,16 @@ mod tests {
         ));
         let mut bad = snap.clone();
         bad.mask = 0; // vector 0 pending while deliverable
-        assert!(matches!(n.restore(&bad), Err(MsiError::SnapshotInvalid { .. })));
+        assert!(matches!(
+            n.restore(&bad),
+            Err(MsiError::SnapshotInvalid { .. })
+        ));
         let mut bad = snap.clone();
         bad.control |= 0x60; // MME 6 > MMC 2
-        assert!(matches!(n.restore(&bad), Err(MsiError::SnapshotInvalid { .. })));
+        assert!(matches!(
+            n.restore(&bad),
+            Err(MsiError::SnapshotInvalid { .. })
+        ));
         assert_eq!(n.snapshot(), snap, "failed restores change nothing");
     }
 

@@ -244,18 +244,15 @@ impl Tracker {
         if self.due {
             return;
         }
-        match self.committed.get(i) {
+        self.due = match self.committed.get(i) {
             Some(Some(c)) => {
-                if c.deliverable() != current.deliverable()
+                c.deliverable() != current.deliverable()
                     || (current.deliverable()
                         && (c.address != current.address || c.data != current.data))
-                {
-                    self.due = true;
-                }
             }
-            Some(None) => self.due = true,
-            None => {}
-        }
+            Some(None) => true,
+            None => false,
+        };
     }
 
     /// Records that pending vector `i` was released with message `(address, data)`.
@@ -382,13 +379,7 @@ mod tests {
         };
         let mut t = Tracker::new(2, OFF);
         // Address change of a masked vector: not due.
-        t.note(
-            0,
-            Route {
-                address: 4,
-                ..OFF
-            },
-        );
+        t.note(0, Route { address: 4, ..OFF });
         assert!(!t.due());
         // Becoming deliverable: due.
         t.note(0, live);

@@ -144,13 +144,11 @@ pub fn program_address(
     real_table: RealTable,
 ) -> Result<DeviceProgram, WriteThroughError> {
     match policy {
-        DoorbellPolicy::KernelProgrammed { doorbell_iova } => {
-            Ok(DeviceProgram::KernelProgrammed {
-                vector,
-                guest_address: address,
-                address_matches: address == doorbell_iova,
-            })
-        }
+        DoorbellPolicy::KernelProgrammed { doorbell_iova } => Ok(DeviceProgram::KernelProgrammed {
+            vector,
+            guest_address: address,
+            address_matches: address == doorbell_iova,
+        }),
         DoorbellPolicy::PerVectorIova => Ok(DeviceProgram::SetIova {
             vector,
             iova: address,
@@ -186,8 +184,13 @@ pub trait PhysicalMsixTable {
 
     /// Writes Message Address (`lo`) at `bar`/`offset` and Message Upper Address (`hi`) at
     /// `offset + 4`.
-    fn write_address(&mut self, bar: BarIndex, offset: u64, lo: u32, hi: u32)
-    -> Result<(), Self::Error>;
+    fn write_address(
+        &mut self,
+        bar: BarIndex,
+        offset: u64,
+        lo: u32,
+        hi: u32,
+    ) -> Result<(), Self::Error>;
 }
 
 /// Applies every [`DeviceProgram::WriteTableAddress`] of `programs` to `table`, in order;
@@ -285,7 +288,13 @@ mod tests {
 
     impl PhysicalMsixTable for Recorder {
         type Error = ();
-        fn write_address(&mut self, bar: BarIndex, offset: u64, lo: u32, hi: u32) -> Result<(), ()> {
+        fn write_address(
+            &mut self,
+            bar: BarIndex,
+            offset: u64,
+            lo: u32,
+            hi: u32,
+        ) -> Result<(), ()> {
             self.0.push((bar.get(), offset, lo, hi));
             Ok(())
         }

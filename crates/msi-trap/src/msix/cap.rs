@@ -9,9 +9,10 @@
 //! 0x08  PBA Offset [31:3]   | PBA BIR [2:0]
 //! ```
 //!
-//! Message Control: Table Size [10:0] (N - 1, read-only), reserved [13:11], Function Mask
-//! [14] (RW), MSI-X Enable [15] (RW). Every other byte of the structure is read-only to the
-//! guest; the offsets and BIRs it reads are those of the guest layout (after relocation).
+//! Message Control: Table Size in bits 10:0 (N - 1, read-only), bits 13:11 reserved,
+//! Function Mask in bit 14 (RW), MSI-X Enable in bit 15 (RW). Every other byte of the
+//! structure is read-only to the guest; the offsets and BIRs it reads are those of the guest
+//! layout (after relocation).
 
 use super::MsixError;
 use super::layout::{BarIndex, MsixRegion, RealMsix};
@@ -168,7 +169,10 @@ mod tests {
         );
         assert_eq!(
             MsixCapability::from_registers(0x70, 0, 0, 0, 0x1007),
-            Err(MsixError::ReservedBir { what: "PBA", bir: 7 })
+            Err(MsixError::ReservedBir {
+                what: "PBA",
+                bir: 7
+            })
         );
     }
 

@@ -276,7 +276,9 @@ pub enum LayoutError {
         offset: u64,
     },
     /// The table or PBA runs past the end of its BAR.
-    #[error("MSI-X layout: {what} at BAR {bar} offset {offset:#x} ({len:#x} bytes) exceeds BAR size {size:#x}")]
+    #[error(
+        "MSI-X layout: {what} at BAR {bar} offset {offset:#x} ({len:#x} bytes) exceeds BAR size {size:#x}"
+    )]
     OutsideBar {
         /// "table" or "PBA".
         what: &'static str,
@@ -546,7 +548,7 @@ impl MsixLayout {
         };
         let pba_offset = base.checked_add(pba_at).ok_or(no_room.clone())?;
         // The Table Offset and PBA Offset fields are 32-bit QWORD-aligned offsets.
-        if guest_size > limit || pba_offset > u64::from(u32::MAX & !7) {
+        if guest_size > limit || pba_offset > u64::from(!7u32) {
             return Err(no_room);
         }
         self.guest_bars[table_bar.as_usize()].size = guest_size;
@@ -637,8 +639,16 @@ impl MsixLayout {
     pub fn classify(&self, bar: BarIndex, offset: u64, len: usize) -> GuestAccess {
         let len = len as u64;
         for (region, rlen, inside) in [
-            (self.guest_table, self.table_len(), GuestAccess::Table as fn(u64) -> _),
-            (self.guest_pba, self.pba_len(), GuestAccess::Pba as fn(u64) -> _),
+            (
+                self.guest_table,
+                self.table_len(),
+                GuestAccess::Table as fn(u64) -> _,
+            ),
+            (
+                self.guest_pba,
+                self.pba_len(),
+                GuestAccess::Pba as fn(u64) -> _,
+            ),
         ] {
             if region.bar == bar && intersects(offset, len.max(1), region.offset, rlen) {
                 return match offset.checked_sub(region.offset) {
@@ -719,7 +729,11 @@ impl MsixLayout {
                 });
             }
         };
-        push(self.guest_table.bar, self.guest_table.offset, self.table_len());
+        push(
+            self.guest_table.bar,
+            self.guest_table.offset,
+            self.table_len(),
+        );
         push(self.guest_pba.bar, self.guest_pba.offset, self.pba_len());
         match self.relocation {
             Relocation::None => {}
@@ -733,7 +747,11 @@ impl MsixLayout {
             Relocation::NewBar { bar, size, .. } => push(bar, 0, size),
         }
         if self.relocated() {
-            push(self.real.table.bar, self.real.table.offset, self.table_len());
+            push(
+                self.real.table.bar,
+                self.real.table.offset,
+                self.table_len(),
+            );
             push(self.real.pba.bar, self.real.pba.offset, self.pba_len());
         }
         ranges.sort_by_key(|r| (r.bar, r.start));
@@ -871,8 +889,14 @@ mod tests {
         .unwrap();
         assert_eq!(l.classify(bar(3), 0xfc, 8), GuestAccess::Unsupported);
         assert_eq!(l.classify(bar(3), 0x13c, 8), GuestAccess::Table(0x3c));
-        assert!(matches!(l.classify(bar(3), 0xf8, 8), GuestAccess::Device(_)));
-        assert!(matches!(l.classify(bar(3), 0x140, 4), GuestAccess::Device(_)));
+        assert!(matches!(
+            l.classify(bar(3), 0xf8, 8),
+            GuestAccess::Device(_)
+        ));
+        assert!(matches!(
+            l.classify(bar(3), 0x140, 4),
+            GuestAccess::Device(_)
+        ));
     }
 
     #[test]
@@ -906,7 +930,10 @@ mod tests {
         // The old place of the real table is hidden, the rest of its page forwarded.
         assert_eq!(l.classify(bar(3), 0x0, 4), GuestAccess::Hidden);
         assert_eq!(l.classify(bar(3), 0x2000, 8), GuestAccess::Hidden);
-        assert!(matches!(l.classify(bar(3), 0x200, 4), GuestAccess::Device(_)));
+        assert!(matches!(
+            l.classify(bar(3), 0x200, 4),
+            GuestAccess::Device(_)
+        ));
         // Both ways.
         assert_eq!(
             l.guest_to_real(bar(2), 0x24),
@@ -964,13 +991,23 @@ mod tests {
             BarInfo::ABSENT,
             BarInfo::ABSENT,
         ];
-        let l = MsixLayout::compute(&bars, real(256, 0, 0, 2, 0), 0x1000, RelocationPolicy::IfShared)
-            .unwrap();
+        let l = MsixLayout::compute(
+            &bars,
+            real(256, 0, 0, 2, 0),
+            0x1000,
+            RelocationPolicy::IfShared,
+        )
+        .unwrap();
         assert_eq!(l.relocation(), Relocation::None);
         // One more vector and the PBA needs 40 bytes: no longer fits; with 255 vectors the
         // table leaves 16 bytes of its page: shared, moved to free slot 3 (64-bit: 3 and 4).
-        let l = MsixLayout::compute(&bars, real(255, 0, 0, 2, 0), 0x1000, RelocationPolicy::IfShared)
-            .unwrap();
+        let l = MsixLayout::compute(
+            &bars,
+            real(255, 0, 0, 2, 0),
+            0x1000,
+            RelocationPolicy::IfShared,
+        )
+        .unwrap();
         assert_eq!(
             l.relocation(),
             Relocation::NewBar {
@@ -1005,7 +1042,10 @@ mod tests {
         assert_eq!(l.classify(bar(2), 0x5000, 8), GuestAccess::Pba(0));
         assert_eq!(l.classify(bar(2), 0x6000, 4), GuestAccess::Unbacked);
         assert_eq!(l.classify(bar(2), 0x3000, 4), GuestAccess::Hidden);
-        assert!(matches!(l.classify(bar(2), 0x2ffc, 4), GuestAccess::Device(_)));
+        assert!(matches!(
+            l.classify(bar(2), 0x2ffc, 4),
+            GuestAccess::Device(_)
+        ));
         // An access crossing from device registers into the table is unsupported.
         assert_eq!(l.classify(bar(2), 0x3ffc, 8), GuestAccess::Unsupported);
         assert_eq!(
@@ -1052,7 +1092,10 @@ mod tests {
             RelocationPolicy::Always,
         );
         // 2048 * 16 = 32 KiB table does not fit BAR2 (16 KiB): rejected first.
-        assert!(matches!(l, Err(LayoutError::OutsideBar { what: "table", .. })));
+        assert!(matches!(
+            l,
+            Err(LayoutError::OutsideBar { what: "table", .. })
+        ));
         bars[2] = BarInfo::memory64(0x1_0000);
         let l = MsixLayout::compute(
             &bars,
@@ -1108,7 +1151,10 @@ mod tests {
                 0x1000,
                 RelocationPolicy::Never
             ),
-            Err(LayoutError::NotMemoryBar { what: "table", bar: 4 })
+            Err(LayoutError::NotMemoryBar {
+                what: "table",
+                bar: 4
+            })
         ));
         assert!(matches!(
             MsixLayout::compute(

@@ -15,7 +15,7 @@
 //!   MSI-X then, PCIe Base 6.0 §7.7.2.2).
 //! * When a vector becomes deliverable with its Pending bit set (per-vector unmask,
 //!   Function Mask clear, or Enable set), the bit is cleared and a
-//!   [`PendingDelivery`](crate::update::PendingDelivery) is queued for the next batch
+//!   [`PendingDelivery`] is queued for the next batch
 //!   (PCI 3.0 §6.8.2.9). Hence the invariant: a deliverable vector is never pending (test
 //!   `pending_implies_not_deliverable`).
 //! * Address or data writes to an unmasked entry (undefined in PCI 3.0 §6.8.2.9) take effect
@@ -66,7 +66,9 @@ pub enum MsixError {
     #[error("compute MSI-X layout: {0}")]
     Layout(#[from] LayoutError),
     /// The layout was computed for another capability.
-    #[error("create MSI-X state: layout describes {layout} vectors at another place than the capability's {cap}")]
+    #[error(
+        "create MSI-X state: layout describes {layout} vectors at another place than the capability's {cap}"
+    )]
     LayoutMismatch {
         /// Vectors of the capability.
         cap: u16,
@@ -474,7 +476,13 @@ impl MsixState {
             return None;
         }
         // A validated layout keeps every entry offset in range: the error cannot occur.
-        program_address(policy, vector, route.address, Some(self.layout.real().table)).ok()
+        program_address(
+            policy,
+            vector,
+            route.address,
+            Some(self.layout.real().table),
+        )
+        .ok()
     }
 
     /// What must reach the device for every deliverable vector under `policy` (see

@@ -13,11 +13,7 @@ use crate::update::Bitmap;
 
 /// Reads an aligned DWORD or QWORD of the PBA into `data` (the shape was checked).
 pub(crate) fn read(pba: &Bitmap, offset: u64, data: &mut [u8]) {
-    let word = pba
-        .words()
-        .get((offset / 8) as usize)
-        .copied()
-        .unwrap_or(0);
+    let word = pba.words().get((offset / 8) as usize).copied().unwrap_or(0);
     match data.len() {
         8 => data.copy_from_slice(&word.to_le_bytes()),
         _ => {

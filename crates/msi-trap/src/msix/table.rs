@@ -89,11 +89,14 @@ impl Default for MsixEntry {
 /// DWORD or QWORD wholly inside it.
 pub(crate) fn supported_shape(offset: u64, len: usize, size: u64) -> bool {
     let aligned = match len {
-        4 => offset % 4 == 0,
-        8 => offset % 8 == 0,
+        4 => offset.is_multiple_of(4),
+        8 => offset.is_multiple_of(8),
         _ => false,
     };
-    aligned && offset.checked_add(len as u64).is_some_and(|end| end <= size)
+    aligned
+        && offset
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= size)
 }
 
 #[cfg(test)]

@@ -39,7 +39,10 @@ fn set_control(m: &mut MsixState, enable: bool, function_mask: bool) {
 }
 
 fn wr(m: &mut MsixState, offset: u64, value: u32) {
-    assert_eq!(m.write_table(offset, &value.to_le_bytes()), MmioOutcome::Done);
+    assert_eq!(
+        m.write_table(offset, &value.to_le_bytes()),
+        MmioOutcome::Done
+    );
 }
 
 fn rd(m: &MsixState, offset: u64) -> u32 {
@@ -81,7 +84,11 @@ fn reset_state() {
 #[test]
 fn capability_reads() {
     let m = state(2048);
-    assert_eq!(cfg32(&m, 0), 0x07ff_9011, "ID 0x11, next 0x90, Table Size 2047");
+    assert_eq!(
+        cfg32(&m, 0),
+        0x07ff_9011,
+        "ID 0x11, next 0x90, Table Size 2047"
+    );
     assert_eq!(cfg32(&m, 4), 3);
     assert_eq!(cfg32(&m, 8), 0x8003);
     let mut b = [0xee; 4];
@@ -111,7 +118,11 @@ fn read_only_fields_stay_read_only() {
     assert_eq!(m.write_config(CAP + 4, &[0xff; 4]), Coverage::Inside);
     assert_eq!(m.write_config(CAP + 8, &[0xff; 4]), Coverage::Inside);
     assert!(m.enabled() && m.function_masked());
-    assert_eq!(cfg32(&m, 0), before[0] | 0xc000_0000, "only bits 15:14 changed");
+    assert_eq!(
+        cfg32(&m, 0),
+        before[0] | 0xc000_0000,
+        "only bits 15:14 changed"
+    );
     assert_eq!(cfg32(&m, 4), before[1]);
     assert_eq!(cfg32(&m, 8), before[2]);
     // Byte writes at every offset, any value: RO stays RO.
@@ -131,7 +142,10 @@ fn odd_config_accesses() {
     // A 4-byte write starting 2 bytes before the cap: the cap's ID/Next are RO.
     assert_eq!(m.write_config(CAP - 2, &[0xff; 4]), Coverage::Partial);
     // A 4-byte write at CAP + 2 covers Message Control and half of Table Offset/BIR.
-    assert_eq!(m.write_config(CAP + 2, &[0, 0x80, 0xff, 0xff]), Coverage::Inside);
+    assert_eq!(
+        m.write_config(CAP + 2, &[0, 0x80, 0xff, 0xff]),
+        Coverage::Inside
+    );
     assert!(m.enabled());
     assert_eq!(cfg32(&m, 4), 3);
     assert_eq!(m.write_config(0xfff0, &[0xff; 4]), Coverage::Outside);
@@ -146,7 +160,11 @@ fn table_dword_and_qword_access() {
     wr(&mut m, 0x14, 0x1);
     wr(&mut m, 0x18, 0xdead_beef);
     wr(&mut m, 0x1c, 0xffff_fffe);
-    assert_eq!(rd(&m, 0x1c), 0, "vector control: reserved bits read 0, mask cleared");
+    assert_eq!(
+        rd(&m, 0x1c),
+        0,
+        "vector control: reserved bits read 0, mask cleared"
+    );
     let mut q = [0u8; 8];
     assert_eq!(m.read_table(0x10, &mut q), MmioOutcome::Done);
     assert_eq!(u64::from_le_bytes(q), 0x1_fee0_0000);
@@ -230,10 +248,7 @@ fn pba_is_div_ceil_qwords() {
         m.read_pba((words - 1) * 8 + u64::from((n - 1) % 64 / 32) * 4, &mut d);
         assert_eq!(u32::from_le_bytes(d), 1u32 << ((n - 1) % 32));
         // Writes to the PBA are ignored.
-        assert_eq!(
-            m.write_pba((words - 1) * 8, &[0u8; 8]),
-            MmioOutcome::Done
-        );
+        assert_eq!(m.write_pba((words - 1) * 8, &[0u8; 8]), MmioOutcome::Done);
         assert!(m.is_pending(n - 1));
     }
 }
@@ -339,7 +354,10 @@ fn full_table_rewrite_under_function_mask_is_one_batch() {
     m.take_updates();
     for v in 0..2048u16 {
         program(&mut m, v, 0x0800_0040, u32::from(v), false);
-        assert!(!m.updates_due(), "vector {v}: nothing due under Function Mask");
+        assert!(
+            !m.updates_due(),
+            "vector {v}: nothing due under Function Mask"
+        );
     }
     set_control(&mut m, true, false);
     assert!(m.updates_due());
@@ -507,7 +525,13 @@ fn snapshot_round_trip() {
     let mut m = state(100);
     set_control(&mut m, true, false);
     for v in 0..100 {
-        program(&mut m, v, 0x0800_0040 + u64::from(v), u32::from(v) * 3, v % 3 == 0);
+        program(
+            &mut m,
+            v,
+            0x0800_0040 + u64::from(v),
+            u32::from(v) * 3,
+            v % 3 == 0,
+        );
     }
     m.signal(3).unwrap();
     m.signal(99).unwrap();
@@ -535,26 +559,41 @@ fn snapshot_validation() {
         assert!(m.restore(&snap).is_err(), "{snap:?}");
         assert_eq!(m.snapshot(), before, "a failed restore changes nothing");
     };
-    check(&mut m, MsixSnapshot {
-        vectors: 99,
-        ..good.clone()
-    });
-    check(&mut m, MsixSnapshot {
-        table_offset_bir: 4,
-        ..good.clone()
-    });
-    check(&mut m, MsixSnapshot {
-        entries: vec![MsixEntry::RESET; 99],
-        ..good.clone()
-    });
-    check(&mut m, MsixSnapshot {
-        pba: vec![0; 3],
-        ..good.clone()
-    });
-    check(&mut m, MsixSnapshot {
-        pba: vec![0, 1 << 36],
-        ..good.clone()
-    });
+    check(
+        &mut m,
+        MsixSnapshot {
+            vectors: 99,
+            ..good.clone()
+        },
+    );
+    check(
+        &mut m,
+        MsixSnapshot {
+            table_offset_bir: 4,
+            ..good.clone()
+        },
+    );
+    check(
+        &mut m,
+        MsixSnapshot {
+            entries: vec![MsixEntry::RESET; 99],
+            ..good.clone()
+        },
+    );
+    check(
+        &mut m,
+        MsixSnapshot {
+            pba: vec![0; 3],
+            ..good.clone()
+        },
+    );
+    check(
+        &mut m,
+        MsixSnapshot {
+            pba: vec![0, 1 << 36],
+            ..good.clone()
+        },
+    );
     let mut bad = good.clone();
     bad.entries[5].vector_control = 3;
     check(&mut m, bad);
