@@ -1007,3 +1007,26 @@ impl Guest {
         self.its.invalidate_cache();
     }
 }
+
+/// A queue whose second page is not guest RAM: the read-ahead falls back to single commands
+/// and the first unreadable command stalls with a TABLE_FAULT at its own offset.
+#[test]
+fn queue_partly_outside_memory() {
+    let mut g = Guest::new(cfg().build().unwrap());
+    g.setup_tables(0, 1);
+    let base = RAM_SIZE as u64 - 0x1000;
+    g.write64(GITS_CBASER, (1 << 63) | base | 1); // two pages, the second unbacked
+    g.enable();
+    for i in 0..128u64 {
+        g.mem
+            .write_slice(&RawCommand::sync(1).to_bytes(), GuestAddress(base + 32 * i))
+            .unwrap();
+    }
+    g.write64(GITS_CWRITER, 0x1000 + 64);
+    assert_eq!(g.rd.ops.len(), 128);
+    assert!(g.its.is_stalled());
+    let e = g.its.last_command_error().unwrap();
+    assert_eq!(e.offset, 0x1000);
+    assert_eq!(e.kind.mnemonic(), "TABLE_FAULT");
+    assert_eq!(g.creadr(), 0x1000 | 1);
+}

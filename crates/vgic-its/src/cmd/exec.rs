@@ -16,6 +16,9 @@ use crate::tables::device::DeviceEntry;
 use crate::tables::itt::IttEntry;
 use crate::tables::{TableError, TableKind};
 
+/// Commands read from guest memory at once by [`Its::process_commands`].
+const FETCH_BATCH: usize = 64;
+
 impl Its {
     /// Process commands from `GITS_CREADR` up to `GITS_CWRITER`.
     ///
@@ -43,13 +46,39 @@ impl Its {
         }
         let mut budget = queue / COMMAND_SIZE;
         let mut done = 0;
+        // Commands between CREADR and CWRITER belong to the ITS (software must not change
+        // them, IHI 0069H 5.3), so they may be read ahead in batches: one guest-memory read
+        // per FETCH_BATCH commands instead of one per command.
+        let mut batch = [0u8; FETCH_BATCH * COMMAND_SIZE as usize];
+        let mut batch_len = 0usize;
+        let mut batch_pos = 0usize;
         while self.creadr != self.cwriter && budget > 0 {
             budget -= 1;
             let offset = self.creadr;
-            let result = self.fetch(mem, base, offset).and_then(|raw| {
+            if batch_pos == batch_len {
+                batch_pos = 0;
+                batch_len = self.fetch(mem, base, offset, queue, &mut batch);
+            }
+            let result = if batch_len == 0 {
+                Err((
+                    0,
+                    CommandErrorKind::TableFault(TableError::Read {
+                        kind: TableKind::CommandQueue,
+                        addr: base + offset,
+                        len: COMMAND_SIZE as usize,
+                    }),
+                ))
+            } else {
+                let start = batch_pos * COMMAND_SIZE as usize;
+                batch_pos += 1;
+                let mut bytes = [0u8; COMMAND_SIZE as usize];
+                if let Some(src) = batch.get(start..start + COMMAND_SIZE as usize) {
+                    bytes.copy_from_slice(src);
+                }
+                let raw = RawCommand::from_bytes(&bytes);
                 let op = raw.cmd_type();
                 self.execute(mem, rd, &raw).map_err(|kind| (op, kind))
-            });
+            };
             done += 1;
             self.commands_processed += 1;
             if let Err((opcode, kind)) = result {
@@ -64,31 +93,42 @@ impl Its {
                     self.stalled = true;
                     break;
                 }
+                // Skipping: drop the read-ahead so a faulting fetch is retried per command.
+                batch_len = 0;
+                batch_pos = 0;
             }
             self.creadr = (offset + COMMAND_SIZE) % queue;
         }
         done
     }
 
+    /// Read up to [`FETCH_BATCH`] commands starting at queue `offset`, stopping at
+    /// `GITS_CWRITER` and at the end of the queue. Returns how many were read: 0 when even
+    /// the first command cannot be read (unbacked guest memory).
     fn fetch<M: GuestMemory + ?Sized>(
         &self,
         mem: &M,
         base: u64,
         offset: u64,
-    ) -> Result<RawCommand, (u8, CommandErrorKind)> {
-        let addr = base + offset;
-        let mut bytes = [0u8; 32];
-        mem.read_slice(&mut bytes, GuestAddress(addr)).map_err(|_| {
-            (
-                0,
-                CommandErrorKind::TableFault(TableError::Read {
-                    kind: TableKind::CommandQueue,
-                    addr,
-                    len: 32,
-                }),
-            )
-        })?;
-        Ok(RawCommand::from_bytes(&bytes))
+        queue: u64,
+        batch: &mut [u8; FETCH_BATCH * COMMAND_SIZE as usize],
+    ) -> usize {
+        let end = if self.cwriter > offset {
+            self.cwriter
+        } else {
+            queue
+        };
+        let n = (((end - offset) / COMMAND_SIZE) as usize).clamp(1, FETCH_BATCH);
+        let addr = GuestAddress(base + offset);
+        for count in [n, 1] {
+            let len = count * COMMAND_SIZE as usize;
+            if let Some(buf) = batch.get_mut(..len)
+                && mem.read_slice(buf, addr).is_ok()
+            {
+                return count;
+            }
+        }
+        0
     }
 
     /// Decode through the one table and execute a single command.
