@@ -187,6 +187,7 @@ impl Bitmap {
         self.words.fill(0);
     }
 
+    #[cfg(test)]
     pub(crate) fn any(&self) -> bool {
         self.words.iter().any(|w| *w != 0)
     }
@@ -219,11 +220,18 @@ impl Bitmap {
 pub(crate) struct Tracker {
     /// What the last batch reported per vector; `None` forces a report (after restore).
     committed: Vec<Option<Route>>,
+    /// Dirty vectors as a bitmap (dedupe) and as a list (so a commit costs O(dirty), not
+    /// O(vectors)); the list never holds an index twice, so it is bounded by the table size.
     dirty: Bitmap,
+    dirty_list: Vec<u16>,
     due: bool,
     released: Bitmap,
+    released_count: usize,
     released_msg: Vec<(u64, u32)>,
 }
+
+/// Up to this many dirty vectors a commit sorts the list; beyond, it scans the bitmap.
+const SORT_LIMIT: usize = 64;
 
 impl Tracker {
     /// A tracker whose committed state is `initial` for every vector.
@@ -231,8 +239,10 @@ impl Tracker {
         Tracker {
             committed: vec![Some(initial); vectors],
             dirty: Bitmap::new(vectors),
+            dirty_list: Vec::with_capacity(vectors),
             due: false,
             released: Bitmap::new(vectors),
+            released_count: 0,
             released_msg: vec![(0, 0); vectors],
         }
     }
@@ -240,7 +250,10 @@ impl Tracker {
     /// Records that vector `i` now has state `current`.
     #[inline]
     pub(crate) fn note(&mut self, i: usize, current: Route) {
-        self.dirty.set(i);
+        if i < self.committed.len() && !self.dirty.get(i) {
+            self.dirty.set(i);
+            self.dirty_list.push(i as u16);
+        }
         if self.due {
             return;
         }
@@ -259,7 +272,10 @@ impl Tracker {
     pub(crate) fn release(&mut self, i: usize, address: u64, data: u32) {
         if let Some(slot) = self.released_msg.get_mut(i) {
             *slot = (address, data);
-            self.released.set(i);
+            if !self.released.get(i) {
+                self.released.set(i);
+                self.released_count += 1;
+            }
             self.due = true;
         }
     }
@@ -268,12 +284,16 @@ impl Tracker {
     pub(crate) fn force_all(&mut self) {
         self.committed.fill(None);
         self.dirty.set_all();
+        self.dirty_list.clear();
+        self.dirty_list
+            .extend((0..self.committed.len()).map(|i| i as u16));
         self.due = true;
     }
 
     /// Drops released deliveries (on reset: the function forgets pending messages).
     pub(crate) fn drop_releases(&mut self) {
         self.released.clear_all();
+        self.released_count = 0;
     }
 
     pub(crate) fn due(&self) -> bool {
@@ -281,7 +301,7 @@ impl Tracker {
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
-        self.dirty.any() || self.released.any()
+        !self.dirty_list.is_empty() || self.released_count != 0
     }
 
     /// Released deliveries not yet taken, in index order.
@@ -309,7 +329,7 @@ impl Tracker {
     pub(crate) fn take_into(&mut self, out: &mut UpdateBatch, current: impl Fn(usize) -> Route) {
         out.clear();
         let committed = &mut self.committed;
-        self.dirty.drain(|i| {
+        let mut visit = |i: usize| {
             let cur = current(i);
             if let Some(slot) = committed.get_mut(i)
                 && *slot != Some(cur)
@@ -317,17 +337,30 @@ impl Tracker {
                 *slot = Some(cur);
                 out.updates.push(cur.with_index(i as u16));
             }
-        });
-        let msgs = &self.released_msg;
-        self.released.drain(|i| {
-            if let Some((address, data)) = msgs.get(i) {
-                out.deliveries.push(PendingDelivery {
-                    index: i as u16,
-                    address: *address,
-                    data: *data,
-                });
+        };
+        if self.dirty_list.len() <= SORT_LIMIT {
+            self.dirty_list.sort_unstable();
+            for &i in &self.dirty_list {
+                self.dirty.clear(usize::from(i));
+                visit(usize::from(i));
             }
-        });
+        } else {
+            self.dirty.drain(visit);
+        }
+        self.dirty_list.clear();
+        if self.released_count != 0 {
+            let msgs = &self.released_msg;
+            self.released.drain(|i| {
+                if let Some((address, data)) = msgs.get(i) {
+                    out.deliveries.push(PendingDelivery {
+                        index: i as u16,
+                        address: *address,
+                        data: *data,
+                    });
+                }
+            });
+            self.released_count = 0;
+        }
         self.due = false;
     }
 }
@@ -407,6 +440,32 @@ mod tests {
         );
         t.take_into(&mut b, |_| OFF);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn batches_are_sorted_whether_few_or_many_are_dirty() {
+        let live = |i: usize| Route {
+            address: i as u64,
+            data: 1,
+            masked: false,
+            enabled: true,
+        };
+        for count in [1usize, 10, SORT_LIMIT, SORT_LIMIT + 1, 150, 200] {
+            let mut t = Tracker::new(200, OFF);
+            for i in (0..count).rev() {
+                t.note(i * 200 / count, live(i * 200 / count));
+                t.note(i * 200 / count, live(i * 200 / count)); // twice: listed once
+            }
+            assert!(t.has_dirty());
+            let mut b = UpdateBatch::default();
+            t.take_into(&mut b, live);
+            let got: Vec<usize> = b.updates.iter().map(|u| usize::from(u.index)).collect();
+            let want: Vec<usize> = (0..count).map(|i| i * 200 / count).collect();
+            assert_eq!(got, want, "count {count}");
+            assert!(!t.has_dirty());
+            t.take_into(&mut b, live);
+            assert!(b.is_empty());
+        }
     }
 
     #[test]
