@@ -220,6 +220,8 @@ pub struct InterruptFile {
     eithreshold: u32,
     eip: [u64; MAX_WORDS],
     eie: [u64; MAX_WORDS],
+    /// Bit `w` is set iff `eip[w] & eie[w] != 0`, so `*topei` needs no scan.
+    active: u32,
 }
 
 impl InterruptFile {
@@ -238,6 +240,7 @@ impl InterruptFile {
             eithreshold: 0,
             eip: [0; MAX_WORDS],
             eie: [0; MAX_WORDS],
+            active: 0,
         }
     }
 
@@ -333,6 +336,7 @@ impl InterruptFile {
         if let Some(w) = self.eip.get_mut(word) {
             *w |= 1u64 << (id % 64);
         }
+        self.refresh(word);
         true
     }
 
@@ -343,19 +347,41 @@ impl InterruptFile {
     /// does not matter (§3.10 clarification of 20250312: it only gates the
     /// signal).
     pub fn top_id(&self) -> u32 {
-        let words = self.num_ids.words();
-        for (i, (p, e)) in self.eip.iter().zip(self.eie.iter()).take(words).enumerate() {
-            let hits = p & e;
-            if hits != 0 {
-                let id = (i as u32) * 64 + hits.trailing_zeros();
-                return if self.eithreshold == 0 || id < self.eithreshold {
-                    id
-                } else {
-                    0
-                };
-            }
+        if self.active == 0 {
+            return 0;
         }
-        0
+        let word = self.active.trailing_zeros() as usize;
+        let hits =
+            self.eip.get(word).copied().unwrap_or(0) & self.eie.get(word).copied().unwrap_or(0);
+        if hits == 0 {
+            return 0;
+        }
+        let id = (word as u32) * 64 + hits.trailing_zeros();
+        if self.eithreshold == 0 || id < self.eithreshold {
+            id
+        } else {
+            0
+        }
+    }
+
+    /// Recomputes the summary bit of `word`.
+    fn refresh(&mut self, word: usize) {
+        let (Some(p), Some(e)) = (self.eip.get(word), self.eie.get(word)) else {
+            return;
+        };
+        let bit = 1u32 << (word % MAX_WORDS);
+        if p & e != 0 {
+            self.active |= bit;
+        } else {
+            self.active &= !bit;
+        }
+    }
+
+    /// Recomputes every summary bit.
+    fn refresh_all(&mut self) {
+        for word in 0..MAX_WORDS {
+            self.refresh(word);
+        }
     }
 
     /// The value a read of `*topei` returns: `(id << 16) | id`, or 0
@@ -375,6 +401,7 @@ impl InterruptFile {
             if let Some(w) = self.eip.get_mut(word) {
                 *w &= !(1u64 << (id % 64));
             }
+            self.refresh(word);
         }
         id
     }
@@ -551,6 +578,7 @@ impl InterruptFile {
         let old = *w;
         let new = (old & !writable) | ((value << shift) & writable);
         *w = new;
+        self.refresh(word);
         BitChange {
             word,
             set: new & !old,
@@ -606,6 +634,7 @@ impl InterruptFile {
         for (dst, src) in self.eie.iter_mut().zip(eie) {
             *dst = *src;
         }
+        self.refresh_all();
         Ok(())
     }
 
@@ -668,6 +697,7 @@ impl InterruptFile {
                 changes.push((pc, ec));
             }
         }
+        self.refresh_all();
         changes
     }
 }
