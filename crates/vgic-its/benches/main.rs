@@ -80,12 +80,22 @@ impl Setup {
 
     /// Disable, rewrite CBASER (CREADR = 0), CWRITER = 0, enable.
     fn rewind(&mut self) {
-        self.its
-            .mmio_write(&self.mem, &mut self.rd, GITS_CTLR, &0u32.to_le_bytes(), None);
+        self.its.mmio_write(
+            &self.mem,
+            &mut self.rd,
+            GITS_CTLR,
+            &0u32.to_le_bytes(),
+            None,
+        );
         self.w64(GITS_CBASER, (1 << 63) | QUEUE | (QUEUE_PAGES - 1));
         self.w64(GITS_CWRITER, 0);
-        self.its
-            .mmio_write(&self.mem, &mut self.rd, GITS_CTLR, &1u32.to_le_bytes(), None);
+        self.its.mmio_write(
+            &self.mem,
+            &mut self.rd,
+            GITS_CTLR,
+            &1u32.to_le_bytes(),
+            None,
+        );
     }
 
     /// MAPC 0/1, MAPD device 1 with 8 EventID bits, MAPTI 256 events.

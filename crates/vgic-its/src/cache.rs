@@ -4,7 +4,7 @@
 //! Bounded caches: translations (DeviceID, EventID) -> (INTID, ICID, vCPU), and decoded
 //! Device and Collection table entries.
 //!
-//! IHI 0069H 5.2: the ITS may cache table contents, and software must not change the tables
+//! IHI 0069H §5.2: the ITS may cache table contents, and software must not change the tables
 //! in memory behind the ITS's back, so a cached translation stays right until a command or
 //! register write changes what it was built from. The owner invalidates:
 //! - one slot on MAPTI/MAPI/MOVI/DISCARD,
@@ -249,7 +249,11 @@ mod tests {
         c.insert(5, Some(9));
         assert_eq!(c.get(1), None, "5 evicted 1");
         c.invalidate(1);
-        assert_eq!(c.get(5), Some(Some(9)), "invalidating another key keeps the slot");
+        assert_eq!(
+            c.get(5),
+            Some(Some(9)),
+            "invalidating another key keeps the slot"
+        );
         c.invalidate(5);
         assert_eq!(c.get(5), None);
         c.clear();

@@ -5,18 +5,18 @@
 //!
 //! Every value here is chosen by the VMM, never by the guest, and is fixed for the lifetime of
 //! an [`Its`](crate::Its). [`ItsConfigBuilder::build`] checks each value against the range the
-//! architecture allows (IHI 0069H 12.19.20 GITS_TYPER) so that the rest of the crate can rely
+//! architecture allows (IHI 0069H ch. 12 GITS_TYPER) so that the rest of the crate can rely
 //! on them.
 
 use serde::{Deserialize, Serialize};
 
 /// Smallest number of INTID bits that still leaves room for LPIs (INTID 8192 needs 14 bits).
 pub const MIN_INTID_BITS: u8 = 14;
-/// First LPI INTID (IHI 0069H 1.2.3: LPIs start at 8192).
+/// First LPI INTID (IHI 0069H ch. 1: LPIs start at 8192).
 pub const LPI_BASE: u32 = 8192;
 /// Size in bytes of one entry of the Device and Collection tables this ITS writes.
 ///
-/// The format is IMPLEMENTATION DEFINED (IHI 0069H 5.2): see [`crate::tables`].
+/// The format is IMPLEMENTATION DEFINED (IHI 0069H §5.2): see [`crate::tables`].
 pub const TABLE_ENTRY_SIZE: u8 = 8;
 /// Smallest ITT entry size this ITS can use: the ITE format of [`crate::tables::itt`] needs
 /// eight bytes.
@@ -28,7 +28,7 @@ pub const MAX_CACHE_ENTRIES: usize = 1 << 16;
 
 /// What the ITS does when a command fails one of the spec's checks.
 ///
-/// IHI 0069H 5.3.2 (command errors): the ITS either ignores the failing command and goes on,
+/// IHI 0069H §5.3 (command errors): the ITS either ignores the failing command and goes on,
 /// or stalls the queue and reports `GITS_CREADR.Stalled == 1` until software writes
 /// `GITS_CWRITER.Retry`. Both are allowed; the choice is the VMM's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ pub enum ConfigError {
 /// Fixed configuration of one emulated ITS.
 ///
 /// Build it with [`ItsConfig::builder`]. The fields map onto `GITS_TYPER` (IHI 0069H
-/// 12.19.20) as documented on each accessor.
+/// ch. 12) as documented on each accessor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItsConfig {
     pub(crate) vcpus: u32,
@@ -314,10 +314,7 @@ mod tests {
     fn ranges_are_checked() {
         let b = ItsConfig::builder;
         assert_eq!(b().vcpus(0).build(), Err(ConfigError::VcpuCount(0)));
-        assert_eq!(
-            b().vcpus(65537).build(),
-            Err(ConfigError::VcpuCount(65537))
-        );
+        assert_eq!(b().vcpus(65537).build(), Err(ConfigError::VcpuCount(65537)));
         assert_eq!(
             b().device_id_bits(0).build(),
             Err(ConfigError::DeviceIdBits(0))
@@ -359,7 +356,10 @@ mod tests {
             .unwrap();
         assert_eq!(c.hcc(), 16);
         assert!(!c.collections_in_memory());
-        let c = ItsConfig::builder().all_collections_on_chip().build().unwrap();
+        let c = ItsConfig::builder()
+            .all_collections_on_chip()
+            .build()
+            .unwrap();
         assert_eq!(c.collection_id_bits(), 7);
         assert_eq!(c.hcc(), 128);
         assert!(!c.collections_in_memory());

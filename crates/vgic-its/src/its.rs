@@ -61,7 +61,7 @@ enum CollectionSlot {
 }
 
 impl Its {
-    /// Create an ITS in its reset state (IHI 0069H 12.19: `GITS_CTLR.Enabled == 0`,
+    /// Create an ITS in its reset state (IHI 0069H ch. 12: `GITS_CTLR.Enabled == 0`,
     /// Quiescent, every `GITS_BASER<n>.Valid == 0`, `GITS_CBASER.Valid == 0`).
     pub fn new(config: ItsConfig) -> Self {
         let mut baser = [0u64; BASER_COUNT];
@@ -151,7 +151,7 @@ impl Its {
     }
 
     /// Address of `device_id`'s DTE, or `DEVICE_OOR` when the DeviceID is beyond
-    /// `GITS_TYPER.Devbits` or the Device table does not cover it (IHI 0069H 5.3.8).
+    /// `GITS_TYPER.Devbits` or the Device table does not cover it (IHI 0069H §5.3).
     pub(crate) fn device_entry_addr<M: GuestMemory + ?Sized>(
         &self,
         mem: &M,
@@ -324,12 +324,12 @@ impl Its {
                 bits: dte.event_id_bits,
             });
         }
-        let ite = self
-            .read_ite(mem, &dte, event_id)?
-            .ok_or(CommandErrorKind::UnmappedInterrupt {
-                device_id,
-                event_id,
-            })?;
+        let ite =
+            self.read_ite(mem, &dte, event_id)?
+                .ok_or(CommandErrorKind::UnmappedInterrupt {
+                    device_id,
+                    event_id,
+                })?;
         Ok((dte, ite))
     }
 

@@ -1,14 +1,14 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The ITS register frame as the guest sees it (IHI 0069H 12.19).
+//! The ITS register frame as the guest sees it (IHI 0069H ch. 12).
 //!
 //! Two 64 KiB frames: the control frame at offset 0 and the translation frame at 0x1_0000
 //! (holding `GITS_TRANSLATER` at 0x1_0040). Access rules implemented here:
 //!
 //! - 64-bit registers (`GITS_TYPER`, `GITS_CBASER`, `GITS_CWRITER`, `GITS_CREADR`,
 //!   `GITS_BASER<n>`) take 64-bit accesses and 32-bit accesses to either half (IHI 0069H
-//!   12.1.3: "bits \[63:32\] and bits \[31:0\] are accessible independently").
+//!   ch. 12: "bits \[63:32\] and bits \[31:0\] are accessible independently").
 //! - 32-bit registers take 32-bit accesses; `GITS_TRANSLATER` also takes 16-bit writes,
 //!   which write bits \[31:16\] as zero.
 //! - Any other size or alignment, any unknown or unimplemented offset, and reads of
@@ -69,8 +69,12 @@ pub const GITS_CQUEUE_OFFSET_MASK: u64 = genmask(19, 5);
 pub const GITS_CBASER_VALID: u64 = 1 << 63;
 /// Software-writable bits of `GITS_CBASER`: Valid, InnerCache, OuterCache,
 /// Physical_Address\[51:12\], Shareability, Size.
-pub const GITS_CBASER_RW_MASK: u64 =
-    GITS_CBASER_VALID | genmask(61, 59) | genmask(55, 53) | genmask(51, 12) | genmask(11, 10) | 0xff;
+pub const GITS_CBASER_RW_MASK: u64 = GITS_CBASER_VALID
+    | genmask(61, 59)
+    | genmask(55, 53)
+    | genmask(51, 12)
+    | genmask(11, 10)
+    | 0xff;
 
 const CIDR: [u32; 4] = [0x0d, 0xf0, 0x05, 0xb1];
 
@@ -90,7 +94,7 @@ pub fn cbaser_queue_bytes(cbaser: u64) -> u64 {
 }
 
 impl Its {
-    /// Value of `GITS_TYPER` (IHI 0069H 12.19.20): Physical = 1, Virtual = 0, CCT = 0,
+    /// Value of `GITS_TYPER` (IHI 0069H ch. 12): Physical = 1, Virtual = 0, CCT = 0,
     /// ITT_entry_size, ID_bits, Devbits, SEIS = 0, PTA = 0 (RDbase is a processor number),
     /// HCC, CIDbits/CIL per the configuration; everything else 0.
     pub fn typer(&self) -> u64 {
@@ -156,9 +160,13 @@ impl Its {
             8 if offset.is_multiple_of(8) => self.read64(offset).unwrap_or(0),
             4 if offset.is_multiple_of(4) => match self.read32(offset) {
                 Some(v) => u64::from(v),
-                None => self
-                    .read64(offset & !7)
-                    .map_or(0, |v| if offset & 4 != 0 { v >> 32 } else { v & 0xffff_ffff }),
+                None => self.read64(offset & !7).map_or(0, |v| {
+                    if offset & 4 != 0 {
+                        v >> 32
+                    } else {
+                        v & 0xffff_ffff
+                    }
+                }),
             },
             _ => {
                 log::debug!(
@@ -260,7 +268,7 @@ impl Its {
                     return;
                 }
                 self.cbaser = value & GITS_CBASER_RW_MASK;
-                // IHI 0069H 12.19.4: writing GITS_CBASER sets GITS_CREADR to 0.
+                // IHI 0069H ch. 12: writing GITS_CBASER sets GITS_CREADR to 0.
                 self.creadr = 0;
                 self.stalled = false;
             }

@@ -133,8 +133,10 @@ impl Its {
             return Err(StateError::Cbaser(state.cbaser));
         }
         let queue = cbaser_queue_bytes(state.cbaser);
-        for (register, value) in [("GITS_CREADR", state.creadr), ("GITS_CWRITER", state.cwriter)]
-        {
+        for (register, value) in [
+            ("GITS_CREADR", state.creadr),
+            ("GITS_CWRITER", state.cwriter),
+        ] {
             if value & !GITS_CQUEUE_OFFSET_MASK != 0 || value >= queue {
                 return Err(StateError::QueueOffset { register, value });
             }

@@ -1,8 +1,8 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! MSI translation: (DeviceID, EventID) -> (LPI INTID, target vCPU) (IHI 0069H 5.2,
-//! 12.19.28 GITS_TRANSLATER).
+//! MSI translation: (DeviceID, EventID) -> (LPI INTID, target vCPU) (IHI 0069H §5.2,
+//! ch. 12 GITS_TRANSLATER).
 
 use vm_memory::GuestMemory;
 
@@ -24,7 +24,7 @@ pub struct Translation {
 
 /// Why a translation request was dropped.
 ///
-/// IHI 0069H 12.19.28: a write to `GITS_TRANSLATER` is ignored when the ITS is disabled, the
+/// IHI 0069H ch. 12: a write to `GITS_TRANSLATER` is ignored when the ITS is disabled, the
 /// DeviceID is out of range or unmapped, or the EventID is out of range or unmapped; this ITS
 /// also drops it when the collection is unmapped. Nothing is made pending in any of these
 /// cases.
@@ -51,7 +51,9 @@ pub enum TranslationError {
         device_id: u32,
     },
     /// EventID beyond the device's ITT size.
-    #[error("MSI dropped: EventID {event_id:#x} is beyond the {bits} EventID bits of DeviceID {device_id:#x}")]
+    #[error(
+        "MSI dropped: EventID {event_id:#x} is beyond the {bits} EventID bits of DeviceID {device_id:#x}"
+    )]
     EventOutOfRange {
         /// DeviceID.
         device_id: u32,

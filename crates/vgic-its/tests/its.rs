@@ -129,7 +129,7 @@ fn typer_reports_config() {
     assert_eq!(g.read32(GITS_IIDR), 0x43b);
 }
 
-/// IHI 0069H 5.2.1: flat and two-level Device tables; a DeviceID the table does not cover
+/// IHI 0069H §5.2: flat and two-level Device tables; a DeviceID the table does not cover
 /// (beyond a flat table, or level-1 descriptor invalid) is MAPD_DEVICE_OOR.
 #[test]
 fn flat_and_two_level_device_tables() {
@@ -138,7 +138,8 @@ fn flat_and_two_level_device_tables() {
     g.map_collections();
     assert_eq!(g.err(RawCommand::mapd(511, 0, Guest::itt(1), true)), None);
     assert_eq!(
-        g.err(RawCommand::mapd(512, 0, Guest::itt(1), true)).as_deref(),
+        g.err(RawCommand::mapd(512, 0, Guest::itt(1), true))
+            .as_deref(),
         Some("MAPD_DEVICE_OOR")
     );
 
@@ -154,7 +155,8 @@ fn flat_and_two_level_device_tables() {
         .write_obj((1u64 << 63) | L2_BASE, GuestAddress(DEVICE_TABLE + 2 * 8))
         .unwrap();
     assert_eq!(
-        g.err(RawCommand::mapd(5, 1, Guest::itt(5), true)).as_deref(),
+        g.err(RawCommand::mapd(5, 1, Guest::itt(5), true))
+            .as_deref(),
         Some("MAPD_DEVICE_OOR")
     );
     let dev = 1024 + 7;
@@ -173,7 +175,7 @@ fn flat_and_two_level_device_tables() {
     );
 }
 
-/// IHI 0069H 5.3.8 MAPD: DEVICE_OOR (Devbits), ITTSIZE_OOR (Size + 1 > ID_bits + 1).
+/// IHI 0069H §5.3 MAPD: DEVICE_OOR (Devbits), ITTSIZE_OOR (Size + 1 > ID_bits + 1).
 #[test]
 fn mapd_errors() {
     let mut g = Guest::booted(cfg().device_id_bits(8).event_id_bits(10).build().unwrap());
@@ -194,14 +196,20 @@ fn mapd_errors() {
     );
 }
 
-/// IHI 0069H 5.3.7 MAPC: COLLECTION_OOR, PROCNUM_OOR (PTA = 0: RDbase is a processor number).
+/// IHI 0069H §5.3 MAPC: COLLECTION_OOR, PROCNUM_OOR (PTA = 0: RDbase is a processor number).
 #[test]
 fn mapc_errors() {
     let mut g = Guest::booted(cfg().collection_id_bits(4).build().unwrap());
     let e = g.cmd(RawCommand::mapc(16, 0, true)).unwrap();
-    assert_eq!((e.mnemonic().as_str(), e.code()), ("MAPC_COLLECTION_OOR", 0x01_0903));
+    assert_eq!(
+        (e.mnemonic().as_str(), e.code()),
+        ("MAPC_COLLECTION_OOR", 0x01_0903)
+    );
     let e = g.cmd(RawCommand::mapc(1, 4, true)).unwrap();
-    assert_eq!((e.mnemonic().as_str(), e.code()), ("MAPC_PROCNUM_OOR", 0x01_0902));
+    assert_eq!(
+        (e.mnemonic().as_str(), e.code()),
+        ("MAPC_PROCNUM_OOR", 0x01_0902)
+    );
     // V = 0 with a bad RDbase is fine: RDbase is ignored.
     assert_eq!(g.err(RawCommand::mapc(1, 99, false)), None);
     assert_eq!(g.err(RawCommand::mapc(15, 3, true)), None);
@@ -228,7 +236,7 @@ fn mapc_errors() {
     );
 }
 
-/// IHI 0069H 5.3.10 MAPTI / 5.3.9 MAPI: DEVICE_OOR, COLLECTION_OOR, UNMAPPED_DEVICE, ID_OOR,
+/// IHI 0069H §5.3 MAPTI / §5.3 MAPI: DEVICE_OOR, COLLECTION_OOR, UNMAPPED_DEVICE, ID_OOR,
 /// PHYSICALID_OOR, in that order.
 #[test]
 fn mapti_errors() {
@@ -285,7 +293,7 @@ fn mapti_errors() {
     );
 }
 
-/// INT (5.3.6), CLEAR (5.3.1), INV (5.3.4), DISCARD (5.3.3): DEVICE_OOR, UNMAPPED_DEVICE,
+/// INT (§5.3), CLEAR (§5.3), INV (§5.3), DISCARD (§5.3): DEVICE_OOR, UNMAPPED_DEVICE,
 /// ID_OOR, UNMAPPED_INTERRUPT, and for INT/CLEAR/INV UNMAPPED_COLLECTION.
 #[test]
 fn event_command_errors() {
@@ -302,10 +310,7 @@ fn event_command_errors() {
         assert_eq!(e.mnemonic(), format!("{name}_DEVICE_OOR"));
         assert_eq!(e.code(), 0x01_0001 | (u32::from(op) << 8));
         assert_eq!(e.offset, 0);
-        assert_eq!(
-            g.err(mk(3, 0)),
-            Some(format!("{name}_UNMAPPED_DEVICE"))
-        );
+        assert_eq!(g.err(mk(3, 0)), Some(format!("{name}_UNMAPPED_DEVICE")));
         g.cmd(RawCommand::mapd(3, 1, Guest::itt(3), true));
         assert_eq!(g.err(mk(3, 4)), Some(format!("{name}_ID_OOR")));
         assert_eq!(g.err(mk(3, 3)), Some(format!("{name}_UNMAPPED_INTERRUPT")));
@@ -323,10 +328,16 @@ fn event_command_errors() {
     }
 }
 
-/// IHI 0069H 5.3.13 MOVI errors and effect: pending state follows the event.
+/// IHI 0069H §5.3 MOVI errors and effect: pending state follows the event.
 #[test]
 fn movi_moves_pending_state() {
-    let mut g = Guest::booted(cfg().device_id_bits(8).collection_id_bits(4).build().unwrap());
+    let mut g = Guest::booted(
+        cfg()
+            .device_id_bits(8)
+            .collection_id_bits(4)
+            .build()
+            .unwrap(),
+    );
     assert_eq!(
         g.err(RawCommand::movi(256, 0, 0)).as_deref(),
         Some("MOVI_DEVICE_OOR")
@@ -344,13 +355,19 @@ fn movi_moves_pending_state() {
         RawCommand::mapc(0, 0, true),
         RawCommand::mapti(1, 5, 8500, 0),
     ]);
-    assert_eq!(g.err(RawCommand::movi(1, 16, 1)).as_deref(), Some("MOVI_ID_OOR"));
+    assert_eq!(
+        g.err(RawCommand::movi(1, 16, 1)).as_deref(),
+        Some("MOVI_ID_OOR")
+    );
     assert_eq!(
         g.err(RawCommand::movi(1, 6, 1)).as_deref(),
         Some("MOVI_UNMAPPED_INTERRUPT")
     );
     let e = g.cmd(RawCommand::movi(1, 5, 1)).unwrap();
-    assert_eq!((e.mnemonic().as_str(), e.code()), ("MOVI_UNMAPPED_COLLECTION", 0x01_0109));
+    assert_eq!(
+        (e.mnemonic().as_str(), e.code()),
+        ("MOVI_UNMAPPED_COLLECTION", 0x01_0109)
+    );
 
     g.its.send_msi(&g.mem, &mut g.rd, 1, 5).unwrap();
     assert!(g.rd.pending.contains(&(0, 8500)));
@@ -374,10 +391,14 @@ fn movi_moves_pending_state() {
     // Same target: no move call.
     let n = g.rd.ops.len();
     g.send(&[RawCommand::mapc(2, 3, true), RawCommand::movi(1, 5, 2)]);
-    assert!(!g.rd.ops[n..].iter().any(|o| matches!(o, common::Op::Move(..))));
+    assert!(
+        !g.rd.ops[n..]
+            .iter()
+            .any(|o| matches!(o, common::Op::Move(..)))
+    );
 }
 
-/// IHI 0069H 5.3.12 MOVALL: every pending LPI of RDbase1 moves to RDbase2; RDbase out of
+/// IHI 0069H §5.3 MOVALL: every pending LPI of RDbase1 moves to RDbase2; RDbase out of
 /// range is PROCNUM_OOR (our choice for an UNPREDICTABLE case).
 #[test]
 fn movall_and_sync() {
@@ -385,14 +406,20 @@ fn movall_and_sync() {
     g.map_collections();
     g.send(&[RawCommand::mapd(0, 3, Guest::itt(0), true)]);
     for ev in 0..4 {
-        g.send(&[RawCommand::mapti(0, ev, 8192 + ev, 1), RawCommand::int(0, ev)]);
+        g.send(&[
+            RawCommand::mapti(0, ev, 8192 + ev, 1),
+            RawCommand::int(0, ev),
+        ]);
     }
     assert_eq!(g.rd.pending.len(), 4);
     g.send(&[RawCommand::movall(1, 2), RawCommand::sync(2)]);
     assert!(g.rd.pending.iter().all(|(v, _)| *v == 2));
     assert_eq!(g.rd.ops.last(), Some(&common::Op::Sync(2)));
     let e = g.cmd(RawCommand::movall(0, 4)).unwrap();
-    assert_eq!((e.mnemonic().as_str(), e.code()), ("MOVALL_PROCNUM_OOR", 0x01_0e02));
+    assert_eq!(
+        (e.mnemonic().as_str(), e.code()),
+        ("MOVALL_PROCNUM_OOR", 0x01_0e02)
+    );
     assert_eq!(
         g.err(RawCommand::movall(9, 0)).as_deref(),
         Some("MOVALL_PROCNUM_OOR")
@@ -406,7 +433,7 @@ fn movall_and_sync() {
     assert_eq!(g.rd.ops.len(), n, "MOVALL to itself does nothing");
 }
 
-/// IHI 0069H 5.3.5 INVALL: COLLECTION_OOR, UNMAPPED_COLLECTION.
+/// IHI 0069H §5.3 INVALL: COLLECTION_OOR, UNMAPPED_COLLECTION.
 #[test]
 fn invall_errors() {
     let mut g = Guest::booted(cfg().collection_id_bits(2).build().unwrap());
@@ -415,7 +442,10 @@ fn invall_errors() {
         Some("INVALL_COLLECTION_OOR")
     );
     let e = g.cmd(RawCommand::invall(3)).unwrap();
-    assert_eq!((e.mnemonic().as_str(), e.code()), ("INVALL_UNMAPPED_COLLECTION", 0x01_0d09));
+    assert_eq!(
+        (e.mnemonic().as_str(), e.code()),
+        ("INVALL_UNMAPPED_COLLECTION", 0x01_0d09)
+    );
     g.cmd(RawCommand::mapc(3, 2, true));
     assert_eq!(g.err(RawCommand::invall(3)), None);
     assert_eq!(g.rd.ops.last(), Some(&common::Op::InvAll(2)));
@@ -469,10 +499,16 @@ fn table_faults() {
     g.enable();
     g.write64(GITS_CWRITER, 32);
     assert!(g.its.is_stalled());
-    assert!(g.its.last_command_error().unwrap().to_string().contains("command queue"));
+    assert!(
+        g.its
+            .last_command_error()
+            .unwrap()
+            .to_string()
+            .contains("command queue")
+    );
 }
 
-/// IHI 0069H 5.3.2: with the Stall policy CREADR stays at the failing command with
+/// IHI 0069H §5.3: with the Stall policy CREADR stays at the failing command with
 /// Stalled = 1; later commands wait; GITS_CWRITER.Retry retries it.
 #[test]
 fn stall_and_retry() {
@@ -494,7 +530,10 @@ fn stall_and_retry() {
     assert_eq!(g.creadr(), 32 | 1);
     // Fix the device, then retry: the rest of the queue runs.
     g.mem
-        .write_slice(&RawCommand::sync(0).to_bytes(), GuestAddress(CMD_QUEUE + 32))
+        .write_slice(
+            &RawCommand::sync(0).to_bytes(),
+            GuestAddress(CMD_QUEUE + 32),
+        )
         .unwrap();
     g.write64(GITS_CWRITER, g.next | GITS_CWRITER_RETRY);
     assert!(!g.its.is_stalled());
@@ -511,7 +550,12 @@ fn stall_and_retry() {
 /// The Skip policy goes on past a failing command.
 #[test]
 fn skip_policy_continues() {
-    let mut g = Guest::booted(cfg().error_policy(CommandErrorPolicy::Skip).build().unwrap());
+    let mut g = Guest::booted(
+        cfg()
+            .error_policy(CommandErrorPolicy::Skip)
+            .build()
+            .unwrap(),
+    );
     g.send(&[
         RawCommand::int(7, 0),
         RawCommand::mapc(0, 2, true),
@@ -519,11 +563,14 @@ fn skip_policy_continues() {
     ]);
     assert!(!g.its.is_stalled());
     assert_eq!(g.creadr(), 96);
-    assert_eq!(g.its.last_command_error().unwrap().mnemonic(), "INT_UNMAPPED_DEVICE");
+    assert_eq!(
+        g.its.last_command_error().unwrap().mnemonic(),
+        "INT_UNMAPPED_DEVICE"
+    );
     assert_eq!(g.rd.ops.last(), Some(&common::Op::InvAll(2)));
 }
 
-/// IHI 0069H 5.3.3 DISCARD clears the pending state and removes the mapping.
+/// IHI 0069H §5.3 DISCARD clears the pending state and removes the mapping.
 #[test]
 fn discard_clears_and_unmaps() {
     let mut g = Guest::booted(cfg().build().unwrap());
@@ -639,7 +686,7 @@ fn cache_follows_remaps() {
     );
 }
 
-/// IHI 0069H 12.19.28: writes to GITS_TRANSLATER are ignored while disabled, without a
+/// IHI 0069H ch. 12: writes to GITS_TRANSLATER are ignored while disabled, without a
 /// DeviceID (CPU store), or when the DeviceID/EventID does not translate.
 #[test]
 fn translation_dropped_cases() {
@@ -649,8 +696,13 @@ fn translation_dropped_cases() {
         RawCommand::mapd(1, 0, Guest::itt(1), true),
         RawCommand::mapti(1, 0, 8192, 0),
     ]);
-    g.its
-        .mmio_write(&g.mem, &mut g.rd, GITS_TRANSLATER, &0u32.to_le_bytes(), None);
+    g.its.mmio_write(
+        &g.mem,
+        &mut g.rd,
+        GITS_TRANSLATER,
+        &0u32.to_le_bytes(),
+        None,
+    );
     assert!(g.rd.pending.is_empty(), "CPU store has no DeviceID");
     g.its
         .mmio_write(&g.mem, &mut g.rd, GITS_TRANSLATER, &[0u8], Some(1));
@@ -674,8 +726,13 @@ fn translation_dropped_cases() {
     ));
     assert!(g.rd.pending.is_empty());
     g.write32(GITS_CTLR, 1);
-    g.its
-        .mmio_write(&g.mem, &mut g.rd, GITS_TRANSLATER, &0u32.to_le_bytes(), Some(1));
+    g.its.mmio_write(
+        &g.mem,
+        &mut g.rd,
+        GITS_TRANSLATER,
+        &0u32.to_le_bytes(),
+        Some(1),
+    );
     assert_eq!(g.rd.pending.len(), 1);
 }
 
@@ -732,14 +789,15 @@ fn register_access_sizes() {
     let mut b16 = [0xffu8; 16];
     g.its.mmio_read(GITS_CBASER, &mut b16);
     assert_eq!(b16, [0; 16]);
-    g.its
-        .mmio_write(&g.mem, &mut g.rd, GITS_CTLR, &[1u8], None);
+    g.its.mmio_write(&g.mem, &mut g.rd, GITS_CTLR, &[1u8], None);
     assert_eq!(g.read32(GITS_CTLR) & 1, 0, "byte write to CTLR ignored");
     g.its
         .mmio_write(&g.mem, &mut g.rd, GITS_CTLR, &1u64.to_le_bytes(), None);
     assert_eq!(g.read32(GITS_CTLR) & 1, 0, "64-bit write to CTLR ignored");
     // Unknown offsets: RAZ/WI, including the translation frame and beyond the frame.
-    for off in [0x10u64, 0x40, 0x98, 0x200, 0xc000, 0xffd0, 0x1_0000, 0x1_0044, 0x2_0000] {
+    for off in [
+        0x10u64, 0x40, 0x98, 0x200, 0xc000, 0xffd0, 0x1_0000, 0x1_0044, 0x2_0000,
+    ] {
         g.write64(off & !7, u64::MAX);
         g.write32(off, u32::MAX);
         assert_eq!(g.read32(off), 0, "offset {off:#x}");
@@ -814,7 +872,11 @@ fn commands_wait_for_enable() {
 /// GITS_TYPER.HCC: collections held on chip need no Collection table.
 #[test]
 fn on_chip_collections() {
-    let c = cfg().collection_id_bits(3).all_collections_on_chip().build().unwrap();
+    let c = cfg()
+        .collection_id_bits(3)
+        .all_collections_on_chip()
+        .build()
+        .unwrap();
     let mut g = Guest::new(c);
     assert_eq!(g.read64(GITS_BASER0 + 8), 0, "no Collection table");
     assert_eq!((g.read64(GITS_TYPER) >> 24) & 0xff, 8);
@@ -836,7 +898,10 @@ fn on_chip_collections() {
     let mut g = Guest::booted(cfg().collection_id_bits(4).hcc(2).build().unwrap());
     g.send(&[RawCommand::mapc(1, 1, true), RawCommand::mapc(5, 2, true)]);
     assert!(g.its.last_command_error().is_none());
-    let cte: u64 = g.mem.read_obj(GuestAddress(COLLECTION_TABLE + 5 * 8)).unwrap();
+    let cte: u64 = g
+        .mem
+        .read_obj(GuestAddress(COLLECTION_TABLE + 5 * 8))
+        .unwrap();
     assert_eq!(cte, (1 << 63) | 2);
     let cte1: u64 = g.mem.read_obj(GuestAddress(COLLECTION_TABLE + 8)).unwrap();
     assert_eq!(cte1, 0, "on-chip collection not written to memory");
@@ -866,7 +931,15 @@ fn snapshot_round_trip() {
     assert_eq!(back, state);
     let mut its = Its::from_state(&back).unwrap();
     assert_eq!(its.save_state(), state);
-    for off in [GITS_CTLR, GITS_TYPER, GITS_CBASER, GITS_CWRITER, GITS_CREADR, GITS_BASER0, GITS_BASER0 + 8] {
+    for off in [
+        GITS_CTLR,
+        GITS_TYPER,
+        GITS_CBASER,
+        GITS_CWRITER,
+        GITS_CREADR,
+        GITS_BASER0,
+        GITS_BASER0 + 8,
+    ] {
         let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
         g.its.mmio_read(off, &mut a);
         its.mmio_read(off, &mut b);
@@ -897,28 +970,49 @@ fn restore_rejects_garbage() {
     assert_eq!(its.restore_state(&bad), Err(StateError::ConfigMismatch));
     let mut bad = good.clone();
     bad.cbaser |= 1 << 62;
-    assert!(matches!(its.restore_state(&bad), Err(StateError::Cbaser(_))));
+    assert!(matches!(
+        its.restore_state(&bad),
+        Err(StateError::Cbaser(_))
+    ));
     let mut bad = good.clone();
     bad.creadr = 0x1000;
-    assert!(matches!(its.restore_state(&bad), Err(StateError::QueueOffset { .. })));
+    assert!(matches!(
+        its.restore_state(&bad),
+        Err(StateError::QueueOffset { .. })
+    ));
     let mut bad = good.clone();
     bad.cwriter = 0x21;
-    assert!(matches!(its.restore_state(&bad), Err(StateError::QueueOffset { .. })));
+    assert!(matches!(
+        its.restore_state(&bad),
+        Err(StateError::QueueOffset { .. })
+    ));
     let mut bad = good.clone();
     bad.baser[0] ^= 1 << 56;
-    assert!(matches!(its.restore_state(&bad), Err(StateError::Baser { index: 0, .. })));
+    assert!(matches!(
+        its.restore_state(&bad),
+        Err(StateError::Baser { index: 0, .. })
+    ));
     let mut bad = good.clone();
     bad.baser[5] = 1;
-    assert!(matches!(its.restore_state(&bad), Err(StateError::Baser { index: 5, .. })));
+    assert!(matches!(
+        its.restore_state(&bad),
+        Err(StateError::Baser { index: 5, .. })
+    ));
     let mut bad = good.clone();
     bad.baser.pop();
     assert!(its.restore_state(&bad).is_err());
     let mut bad = good.clone();
     bad.collections.push(None);
-    assert!(matches!(its.restore_state(&bad), Err(StateError::CollectionCount { .. })));
+    assert!(matches!(
+        its.restore_state(&bad),
+        Err(StateError::CollectionCount { .. })
+    ));
     let mut bad = good.clone();
     bad.collections[0] = Some(4);
-    assert!(matches!(its.restore_state(&bad), Err(StateError::CollectionTarget { .. })));
+    assert!(matches!(
+        its.restore_state(&bad),
+        Err(StateError::CollectionTarget { .. })
+    ));
     let mut v = serde_json::to_value(&good).unwrap();
     v["config"]["device_id_bits"] = 40.into();
     let bad: ItsState = serde_json::from_value(v).unwrap();
@@ -981,13 +1075,19 @@ fn hostile_table_contents() {
     g.send(&[RawCommand::mapd(2, 3, Guest::itt(2), true)]);
     // ITE with a non-LPI INTID and an ICID out of range: read as unmapped.
     let bad_ite = (1u64 << 63) | 5;
-    g.mem.write_obj(bad_ite, GuestAddress(Guest::itt(2))).unwrap();
+    g.mem
+        .write_obj(bad_ite, GuestAddress(Guest::itt(2)))
+        .unwrap();
     assert!(g.its.translate(&g.mem, 2, 0).is_err());
     let bad_ite = (1u64 << 63) | (0xffffu64 << 32) | 9000;
-    g.mem.write_obj(bad_ite, GuestAddress(Guest::itt(2) + 8)).unwrap();
+    g.mem
+        .write_obj(bad_ite, GuestAddress(Guest::itt(2) + 8))
+        .unwrap();
     assert!(g.its.translate(&g.mem, 2, 1).is_err());
     // A DTE full of ones: 32 EventID bits and an ITT at the top of the address space.
-    g.mem.write_obj(u64::MAX, GuestAddress(DEVICE_TABLE + 9 * 8)).unwrap();
+    g.mem
+        .write_obj(u64::MAX, GuestAddress(DEVICE_TABLE + 9 * 8))
+        .unwrap();
     assert!(g.its.translate(&g.mem, 9, u32::MAX).is_err());
     assert!(g.cmd(RawCommand::int(9, u32::MAX)).is_some());
     // A CTE targeting a vCPU that does not exist reads as unmapped.

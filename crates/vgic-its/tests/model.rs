@@ -75,13 +75,25 @@ impl Cmd {
 
 impl Model {
     fn dev_ok(d: u32) -> Result<(), u8> {
-        if d >> DEV_BITS != 0 { Err(0x01) } else { Ok(()) }
+        if d >> DEV_BITS != 0 {
+            Err(0x01)
+        } else {
+            Ok(())
+        }
     }
     fn icid_ok(i: u16) -> Result<(), u8> {
-        if u32::from(i) >> CID_BITS != 0 { Err(0x03) } else { Ok(()) }
+        if u32::from(i) >> CID_BITS != 0 {
+            Err(0x03)
+        } else {
+            Ok(())
+        }
     }
     fn cpu(r: u64) -> Result<u32, u8> {
-        if r < u64::from(VCPUS) { Ok(r as u32) } else { Err(0x02) }
+        if r < u64::from(VCPUS) {
+            Ok(r as u32)
+        } else {
+            Err(0x02)
+        }
     }
     fn device(&self, d: u32) -> Result<(u32, u8), u8> {
         Self::dev_ok(d)?;
@@ -180,8 +192,12 @@ impl Model {
                 let from = Self::cpu(a)?;
                 let to = Self::cpu(b)?;
                 if from != to {
-                    let moved: Vec<_> =
-                        self.pending.iter().filter(|p| p.0 == from).copied().collect();
+                    let moved: Vec<_> = self
+                        .pending
+                        .iter()
+                        .filter(|p| p.0 == from)
+                        .copied()
+                        .collect();
                     for (_, i) in moved {
                         self.pending.remove(&(from, i));
                         self.pending.insert((to, i));

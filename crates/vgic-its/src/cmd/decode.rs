@@ -1,7 +1,7 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Command field helpers and the one decode table (IHI 0069H 5.3: each command is four
+//! Command field helpers and the one decode table (IHI 0069H §5.3: each command is four
 //! 64-bit little-endian doublewords DW0..DW3, command number in `DW0[7:0]`).
 //!
 //! Each helper is named after the spec's field and documents its bits. Encoders
@@ -13,31 +13,31 @@ use super::Command;
 /// Size in bytes of one ITS command.
 pub const COMMAND_SIZE: u64 = 32;
 
-/// Command numbers (`DW0[7:0]`, IHI 0069H 5.3.x, "Command encoding").
+/// Command numbers (`DW0[7:0]`, IHI 0069H §5.3, each command's encoding).
 pub mod opcode {
-    /// MOVI (5.3.13).
+    /// MOVI (§5.3).
     pub const MOVI: u8 = 0x01;
-    /// INT (5.3.6).
+    /// INT (§5.3).
     pub const INT: u8 = 0x03;
-    /// CLEAR (5.3.1).
+    /// CLEAR (§5.3).
     pub const CLEAR: u8 = 0x04;
-    /// SYNC (5.3.14).
+    /// SYNC (§5.3).
     pub const SYNC: u8 = 0x05;
-    /// MAPD (5.3.8).
+    /// MAPD (§5.3).
     pub const MAPD: u8 = 0x08;
-    /// MAPC (5.3.7).
+    /// MAPC (§5.3).
     pub const MAPC: u8 = 0x09;
-    /// MAPTI (5.3.10).
+    /// MAPTI (§5.3).
     pub const MAPTI: u8 = 0x0a;
-    /// MAPI (5.3.9).
+    /// MAPI (§5.3).
     pub const MAPI: u8 = 0x0b;
-    /// INV (5.3.4).
+    /// INV (§5.3).
     pub const INV: u8 = 0x0c;
-    /// INVALL (5.3.5).
+    /// INVALL (§5.3).
     pub const INVALL: u8 = 0x0d;
-    /// MOVALL (5.3.12).
+    /// MOVALL (§5.3).
     pub const MOVALL: u8 = 0x0e;
-    /// DISCARD (5.3.3).
+    /// DISCARD (§5.3).
     pub const DISCARD: u8 = 0x0f;
     /// GICv4 VMOVI.
     pub const VMOVI: u8 = 0x21;
@@ -159,9 +159,8 @@ impl RawCommand {
 
     /// MAPC ICID, RDbase (processor number), V.
     pub fn mapc(icid: u16, rdbase: u64, valid: bool) -> Self {
-        let dw2 = u64::from(icid)
-            | ((rdbase & ((1u64 << 36) - 1)) << 16)
-            | (u64::from(valid) << 63);
+        let dw2 =
+            u64::from(icid) | ((rdbase & ((1u64 << 36) - 1)) << 16) | (u64::from(valid) << 63);
         RawCommand([u64::from(opcode::MAPC), 0, dw2, 0])
     }
 
@@ -275,9 +274,7 @@ pub static COMMANDS: [CommandSpec; 21] = [
     CommandSpec {
         opcode: opcode::SYNC,
         name: "SYNC",
-        decode: Some(|c| Command::Sync {
-            rdbase: c.rdbase(),
-        }),
+        decode: Some(|c| Command::Sync { rdbase: c.rdbase() }),
     },
     CommandSpec {
         opcode: opcode::MAPD,
@@ -314,7 +311,7 @@ pub static COMMANDS: [CommandSpec; 21] = [
         decode: Some(|c| Command::Mapti {
             device_id: c.device_id(),
             event_id: c.event_id(),
-            // IHI 0069H 5.3.9: MAPI is MAPTI with pINTID = EventID.
+            // IHI 0069H §5.3: MAPI is MAPTI with pINTID = EventID.
             intid: c.event_id(),
             icid: c.icid(),
         }),
@@ -448,7 +445,13 @@ mod tests {
     fn encoders_round_trip_through_helpers() {
         let c = RawCommand::mapd(7, 4, 0x1_2345_6700, true);
         assert_eq!(
-            (c.cmd_type(), c.device_id(), c.size(), c.itt_addr(), c.valid()),
+            (
+                c.cmd_type(),
+                c.device_id(),
+                c.size(),
+                c.itt_addr(),
+                c.valid()
+            ),
             (opcode::MAPD, 7, 4, 0x1_2345_6700, true)
         );
         let c = RawCommand::mapc(9, 3, true);

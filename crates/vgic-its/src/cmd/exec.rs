@@ -1,7 +1,7 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Command queue processing (IHI 0069H 5.3) and command execution.
+//! Command queue processing (IHI 0069H §5.3) and command execution.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
@@ -47,7 +47,7 @@ impl Its {
         let mut budget = queue / COMMAND_SIZE;
         let mut done = 0;
         // Commands between CREADR and CWRITER belong to the ITS (software must not change
-        // them, IHI 0069H 5.3), so they may be read ahead in batches: one guest-memory read
+        // them, IHI 0069H §5.3), so they may be read ahead in batches: one guest-memory read
         // per FETCH_BATCH commands instead of one per command.
         let mut batch = [0u8; FETCH_BATCH * COMMAND_SIZE as usize];
         let mut batch_len = 0usize;
@@ -227,7 +227,7 @@ impl Its {
         }
     }
 
-    /// IHI 0069H 5.3.8 MAPD: checks `DEVICE_OOR` (DeviceID beyond Devbits or the Device
+    /// IHI 0069H §5.3 MAPD: checks `DEVICE_OOR` (DeviceID beyond Devbits or the Device
     /// table) then, when V = 1, `ITTSIZE_OOR` (Size + 1 beyond `GITS_TYPER.ID_bits + 1`).
     /// Tests: `mapd_errors`, `flat_and_two_level_device_tables`.
     fn mapd<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
@@ -268,7 +268,7 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H 5.3.7 MAPC: checks `COLLECTION_OOR` (ICID beyond the collection ID space or
+    /// IHI 0069H §5.3 MAPC: checks `COLLECTION_OOR` (ICID beyond the collection ID space or
     /// the Collection table) then, when V = 1, `PROCNUM_OOR`. Test: `mapc_errors`.
     fn mapc<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
         &mut self,
@@ -297,7 +297,7 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H 5.3.10 MAPTI / 5.3.9 MAPI: checks `DEVICE_OOR`, `COLLECTION_OOR`,
+    /// IHI 0069H §5.3 MAPTI / MAPI: checks `DEVICE_OOR`, `COLLECTION_OOR`,
     /// `UNMAPPED_DEVICE`, `ID_OOR`, `PHYSICALID_OOR`, in that order. The collection need not
     /// be mapped yet. A MAPTI over a valid mapping replaces it (reported as
     /// [`MappingEvent::EventUnmapped`] then [`MappingEvent::EventMapped`]).
@@ -348,7 +348,7 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H 5.3.3 DISCARD: checks `DEVICE_OOR`, `UNMAPPED_DEVICE`, `ID_OOR`,
+    /// IHI 0069H §5.3 DISCARD: checks `DEVICE_OOR`, `UNMAPPED_DEVICE`, `ID_OOR`,
     /// `UNMAPPED_INTERRUPT`; clears the pending state on the collection's target when the
     /// collection is mapped, then invalidates the ITE. Test: `discard_clears_and_unmaps`.
     fn discard<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
@@ -373,7 +373,7 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H 5.3.13 MOVI: checks `DEVICE_OOR`, `COLLECTION_OOR`, `UNMAPPED_DEVICE`,
+    /// IHI 0069H §5.3 MOVI: checks `DEVICE_OOR`, `COLLECTION_OOR`, `UNMAPPED_DEVICE`,
     /// `ID_OOR`, `UNMAPPED_INTERRUPT`, `UNMAPPED_COLLECTION` (new collection). Moves the
     /// pending state from the old collection's target when it is mapped and differs.
     /// Test: `movi_moves_pending_state`.

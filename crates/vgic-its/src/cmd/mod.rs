@@ -1,7 +1,7 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The ITS command interface (IHI 0069H 5.3): decoded commands and command errors.
+//! The ITS command interface (IHI 0069H §5.3): decoded commands and command errors.
 //!
 //! Command errors carry the spec's error mnemonics and their 24-bit encodings
 //! `0x01_CC_RR` (CC = command number, RR = reason), the form the GIC architecture uses for
@@ -29,11 +29,11 @@ pub(crate) mod exec;
 
 use crate::tables::TableError;
 
-/// A decoded command (IHI 0069H 5.3.1-5.3.14). MAPI decodes as [`Command::Mapti`] with
-/// `intid == event_id` (IHI 0069H 5.3.9).
+/// A decoded command (IHI 0069H §5.3). MAPI decodes as [`Command::Mapti`] with
+/// `intid == event_id` (IHI 0069H §5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// MOVI (5.3.13): move an event to another collection.
+    /// MOVI (§5.3): move an event to another collection.
     Movi {
         /// DeviceID.
         device_id: u32,
@@ -42,26 +42,26 @@ pub enum Command {
         /// New collection.
         icid: u16,
     },
-    /// INT (5.3.6): make the event's LPI pending.
+    /// INT (§5.3): make the event's LPI pending.
     Int {
         /// DeviceID.
         device_id: u32,
         /// EventID.
         event_id: u32,
     },
-    /// CLEAR (5.3.1): clear the event's LPI pending state.
+    /// CLEAR (§5.3): clear the event's LPI pending state.
     Clear {
         /// DeviceID.
         device_id: u32,
         /// EventID.
         event_id: u32,
     },
-    /// SYNC (5.3.14): wait for the redistributor to see all earlier effects.
+    /// SYNC (§5.3): wait for the redistributor to see all earlier effects.
     Sync {
         /// Target processor number (PTA = 0).
         rdbase: u64,
     },
-    /// MAPD (5.3.8): map or unmap a device's ITT.
+    /// MAPD (§5.3): map or unmap a device's ITT.
     Mapd {
         /// DeviceID.
         device_id: u32,
@@ -72,7 +72,7 @@ pub enum Command {
         /// V.
         valid: bool,
     },
-    /// MAPC (5.3.7): map or unmap a collection to a redistributor.
+    /// MAPC (§5.3): map or unmap a collection to a redistributor.
     Mapc {
         /// ICID.
         icid: u16,
@@ -81,7 +81,7 @@ pub enum Command {
         /// V.
         valid: bool,
     },
-    /// MAPTI (5.3.10) and MAPI (5.3.9): map an event to an LPI and collection.
+    /// MAPTI and MAPI (§5.3): map an event to an LPI and collection.
     Mapti {
         /// DeviceID.
         device_id: u32,
@@ -92,26 +92,26 @@ pub enum Command {
         /// ICID.
         icid: u16,
     },
-    /// INV (5.3.4): reload the LPI's configuration.
+    /// INV (§5.3): reload the LPI's configuration.
     Inv {
         /// DeviceID.
         device_id: u32,
         /// EventID.
         event_id: u32,
     },
-    /// INVALL (5.3.5): reload the configuration of every LPI of a collection's redistributor.
+    /// INVALL (§5.3): reload the configuration of every LPI of a collection's redistributor.
     Invall {
         /// ICID.
         icid: u16,
     },
-    /// MOVALL (5.3.12): move all pending LPIs from one redistributor to another.
+    /// MOVALL (§5.3): move all pending LPIs from one redistributor to another.
     Movall {
         /// Source processor number.
         rdbase1: u64,
         /// Destination processor number.
         rdbase2: u64,
     },
-    /// DISCARD (5.3.3): clear pending state and remove the event's mapping.
+    /// DISCARD (§5.3): clear pending state and remove the event's mapping.
     Discard {
         /// DeviceID.
         device_id: u32,
@@ -288,12 +288,17 @@ mod tests {
         let e = CommandError {
             opcode: decode::opcode::MAPD,
             offset: 0x40,
-            kind: CommandErrorKind::DeviceOor { device_id: 0x1_0000 },
+            kind: CommandErrorKind::DeviceOor {
+                device_id: 0x1_0000,
+            },
         };
         assert_eq!(e.code(), 0x01_0801);
         assert_eq!(e.mnemonic(), "MAPD_DEVICE_OOR");
         let msg = e.to_string();
-        assert!(msg.contains("MAPD_DEVICE_OOR") && msg.contains("0x10000"), "{msg}");
+        assert!(
+            msg.contains("MAPD_DEVICE_OOR") && msg.contains("0x10000"),
+            "{msg}"
+        );
         let e = CommandError {
             opcode: decode::opcode::MOVI,
             offset: 0,

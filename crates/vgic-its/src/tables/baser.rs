@@ -1,7 +1,7 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! `GITS_BASER<n>` (IHI 0069H 12.19.2): fields, write rules and the table walk.
+//! `GITS_BASER<n>` (IHI 0069H ch. 12): fields, write rules and the table walk.
 //!
 //! Field layout: Valid \[63\], Indirect \[62\], InnerCache \[61:59\], Type \[58:56\],
 //! OuterCache \[55:53\], Entry_Size \[52:48\] (bytes - 1), Physical_Address \[47:12\] (with 64 KiB
@@ -11,7 +11,7 @@
 //! Write rules chosen here (the spec lets an implementation fix some fields):
 //! - Type and Entry_Size are read-only: a probe write reads back this ITS's values.
 //! - Page_Size accepts all three sizes; the reserved encoding 0b11 is stored as 0b10 (64 KiB).
-//! - Indirect is supported for both tables (two-level tables, IHI 0069H 5.2.1).
+//! - Indirect is supported for both tables (two-level tables, IHI 0069H §5.2).
 //! - InnerCache, OuterCache and Shareability are stored as written and have no effect: the
 //!   emulated ITS reads guest memory coherently. Keeping them read/write means Linux's probe
 //!   (write, read back, compare) sees its values stick and does not fall back to
@@ -40,7 +40,7 @@ pub const BASER_PAGE_SIZE_SHIFT: u32 = 8;
 pub const BASER_SIZE_MASK: u64 = 0xff;
 /// `GITS_BASER.Physical_Address` bits \[47:12\].
 pub const BASER_PA_MASK: u64 = genmask(47, 12);
-/// Level-1 entry Valid bit (IHI 0069H 5.2.1: bit 63 of each 64-bit level-1 descriptor).
+/// Level-1 entry Valid bit (IHI 0069H §5.2: bit 63 of each 64-bit level-1 descriptor).
 pub const L1_VALID: u64 = 1 << 63;
 /// Level-1 entry address bits \[51:12\]; bits below the page size are RES0 and ignored.
 pub const L1_ADDR_MASK: u64 = genmask(51, 12);
@@ -57,7 +57,7 @@ const BASER_RW_MASK: u64 = BASER_VALID
     | genmask(9, 8)
     | BASER_SIZE_MASK;
 
-/// `GITS_BASER<n>.Type` encodings (IHI 0069H 12.19.2).
+/// `GITS_BASER<n>.Type` encodings (IHI 0069H ch. 12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum TableType {
@@ -171,7 +171,7 @@ impl TableDescriptor {
     /// Guest address of the entry for `id`, or `None` when the table does not cover `id`
     /// (beyond the flat table, beyond the level-1 table, or level-1 descriptor invalid).
     ///
-    /// IHI 0069H 5.2.1: with Indirect = 1 the level-1 table is an array of 64-bit descriptors,
+    /// IHI 0069H §5.2: with Indirect = 1 the level-1 table is an array of 64-bit descriptors,
     /// each giving a level-2 page of `Page_Size` bytes holding `Page_Size / Entry_Size`
     /// entries. One guest read at most; no loop. Tests: `flat_walk`, `two_level_walk`.
     pub fn entry_address<M: GuestMemory + ?Sized>(
@@ -250,19 +250,10 @@ mod tests {
         let v = baser_write(baser_reset(TableType::Devices, 8), BASER_VALID | 0x2000);
         let d = TableDescriptor::from_baser(v).unwrap();
         assert_eq!(d.capacity(), 512);
-        assert_eq!(
-            d.entry_address(&mem, 0).unwrap(),
-            Some(0x2000)
-        );
-        assert_eq!(
-            d.entry_address(&mem, 511).unwrap(),
-            Some(0x2ff8)
-        );
+        assert_eq!(d.entry_address(&mem, 0).unwrap(), Some(0x2000));
+        assert_eq!(d.entry_address(&mem, 511).unwrap(), Some(0x2ff8));
         assert_eq!(d.entry_address(&mem, 512).unwrap(), None);
-        assert_eq!(
-            d.entry_address(&mem, u32::MAX).unwrap(),
-            None
-        );
+        assert_eq!(d.entry_address(&mem, u32::MAX).unwrap(), None);
     }
 
     #[test]
@@ -278,21 +269,12 @@ mod tests {
         // Level-1 descriptor 1 (IDs 512..1024) points at 0x4000; others invalid.
         write_u64(&mem, 0x1008, L1_VALID | 0x4000, TableKind::Level1).unwrap();
         assert_eq!(d.entry_address(&mem, 5).unwrap(), None);
-        assert_eq!(
-            d.entry_address(&mem, 512 + 3).unwrap(),
-            Some(0x4018)
-        );
+        assert_eq!(d.entry_address(&mem, 512 + 3).unwrap(), Some(0x4018));
         // Low bits of the descriptor below the page size are ignored.
         write_u64(&mem, 0x1010, L1_VALID | 0x5fff, TableKind::Level1).unwrap();
-        assert_eq!(
-            d.entry_address(&mem, 1024).unwrap(),
-            Some(0x5000)
-        );
+        assert_eq!(d.entry_address(&mem, 1024).unwrap(), Some(0x5000));
         // Beyond the level-1 table.
-        assert_eq!(
-            d.entry_address(&mem, 512 * 512).unwrap(),
-            None
-        );
+        assert_eq!(d.entry_address(&mem, 512 * 512).unwrap(), None);
         // A level-1 table outside guest memory is a fault, not a panic.
         let bad = TableDescriptor {
             base: 0x10_0000,

@@ -1,10 +1,10 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Collection table entry (CTE) format: IMPLEMENTATION DEFINED (IHI 0069H 5.2).
+//! Collection table entry (CTE) format: IMPLEMENTATION DEFINED (IHI 0069H §5.2).
 //!
 //! One little-endian 64-bit word: Valid \[63\], target processor number \[31:0\]
-//! (`GITS_TYPER.PTA == 0`, so MAPC's RDbase is a processor number, IHI 0069H 5.3.7).
+//! (`GITS_TYPER.PTA == 0`, so MAPC's RDbase is a processor number, IHI 0069H §5.3).
 //! The table is indexed by ICID from 0, also when `GITS_TYPER.HCC` collections are held on
 //! chip (those ICIDs never touch the table).
 

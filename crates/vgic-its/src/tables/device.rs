@@ -1,7 +1,7 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Device table entry (DTE) format: IMPLEMENTATION DEFINED (IHI 0069H 5.2), chosen here to
+//! Device table entry (DTE) format: IMPLEMENTATION DEFINED (IHI 0069H §5.2), chosen here to
 //! mirror the MAPD fields.
 //!
 //! One little-endian 64-bit word: Valid \[63\], ITT_addr\[51:8\] in bits \[51:8\],
@@ -13,7 +13,7 @@ const DTE_VALID: u64 = 1 << 63;
 const DTE_ITT_MASK: u64 = genmask(51, 8);
 const DTE_SIZE_MASK: u64 = 0x1f;
 
-/// A valid device mapping (what MAPD with V = 1 records, IHI 0069H 5.3.8).
+/// A valid device mapping (what MAPD with V = 1 records, IHI 0069H §5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceEntry {
     /// Guest physical address of the device's ITT (256-byte aligned).

@@ -1,7 +1,7 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Interrupt translation table entry (ITE) format: IMPLEMENTATION DEFINED (IHI 0069H 5.2).
+//! Interrupt translation table entry (ITE) format: IMPLEMENTATION DEFINED (IHI 0069H §5.2).
 //!
 //! The first eight bytes of each `GITS_TYPER.ITT_entry_size`-byte entry hold one
 //! little-endian word: Valid \[63\], ICID \[47:32\], pINTID \[31:0\]. Bytes past the first
@@ -9,7 +9,7 @@
 
 const ITE_VALID: u64 = 1 << 63;
 
-/// A valid event mapping (what MAPTI/MAPI record, IHI 0069H 5.3.9/5.3.10).
+/// A valid event mapping (what MAPTI/MAPI record, IHI 0069H §5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IttEntry {
     /// Physical LPI INTID.

@@ -3,7 +3,7 @@
 
 //! The ITS tables in guest memory and their IMPLEMENTATION DEFINED entry formats.
 //!
-//! IHI 0069H 5.2 (ITS tables): the Device table and the Collection table are described by
+//! IHI 0069H §5.2 (ITS tables): the Device table and the Collection table are described by
 //! `GITS_BASER<n>`, each ITT by the address a MAPD command gives. Their entry formats are
 //! IMPLEMENTATION DEFINED; this crate uses the little-endian 64-bit formats documented in
 //! [`device`], [`itt`] and [`collection`]. Every entry read back from guest memory is treated

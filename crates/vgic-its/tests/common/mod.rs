@@ -186,7 +186,10 @@ impl Guest {
             // slot with a harmless SYNC and retry.
             let slot = self.read64(GITS_CREADR) & !1;
             self.mem
-                .write_slice(&RawCommand::sync(0).to_bytes(), GuestAddress(CMD_QUEUE + slot))
+                .write_slice(
+                    &RawCommand::sync(0).to_bytes(),
+                    GuestAddress(CMD_QUEUE + slot),
+                )
                 .unwrap();
             self.write64(GITS_CWRITER, self.next | 1);
         }
