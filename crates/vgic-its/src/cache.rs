@@ -85,11 +85,11 @@ impl TranslationCache {
         let i = self.index(device_id, event_id);
         match self.slots.get(i) {
             Some(s) if s.valid && s.device_id == device_id && s.event_id == event_id => {
-                self.stats.hits += 1;
+                self.stats.hits = self.stats.hits.wrapping_add(1);
                 Some(s.value)
             }
             _ => {
-                self.stats.misses += 1;
+                self.stats.misses = self.stats.misses.wrapping_add(1);
                 None
             }
         }

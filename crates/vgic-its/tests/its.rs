@@ -159,6 +159,15 @@ fn flat_and_two_level_device_tables() {
             .as_deref(),
         Some("MAPD_DEVICE_OOR")
     );
+    // Linux allocates level-2 pages at run time: a level-1 descriptor written while the ITS
+    // is enabled is seen by the next command (invalid level-1 entries are never cached).
+    g.mem
+        .write_obj(
+            (1u64 << 63) | (L2_BASE + 0x1000),
+            GuestAddress(DEVICE_TABLE),
+        )
+        .unwrap();
+    assert_eq!(g.err(RawCommand::mapd(5, 1, Guest::itt(5), true)), None);
     let dev = 1024 + 7;
     assert_eq!(g.err(RawCommand::mapd(dev, 1, Guest::itt(1), true)), None);
     // The DTE landed in the level-2 page.

@@ -80,7 +80,7 @@ impl Its {
                 self.execute(mem, rd, &raw).map_err(|kind| (op, kind))
             };
             done += 1;
-            self.commands_processed += 1;
+            self.commands_processed = self.commands_processed.wrapping_add(1);
             if let Err((opcode, kind)) = result {
                 let err = CommandError {
                     opcode,
