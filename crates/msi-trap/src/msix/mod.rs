@@ -67,7 +67,7 @@ pub enum MsixError {
     Layout(#[from] LayoutError),
     /// The layout was computed for another capability.
     #[error(
-        "create MSI-X state: layout describes {layout} vectors at another place than the capability's {cap}"
+        "create MSI-X state: layout was computed for another table ({layout} vectors) than the capability's ({cap} vectors)"
     )]
     LayoutMismatch {
         /// Vectors of the capability.
