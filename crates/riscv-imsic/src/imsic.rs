@@ -604,7 +604,7 @@ impl<S: ExternalInterruptSink> Imsic<S> {
     /// words and unoccupied pages all read zero. Returns
     /// [`ImsicError::UnsupportedAccess`] for accesses other than aligned 32-bit
     /// ones inside the regions, and a decode error outside them.
-    pub fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> Result<(), ImsicError> {
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> Result<(), ImsicError> {
         data.fill(0);
         self.classify(addr, data.len()).map(|_| ())
     }
