@@ -4,7 +4,9 @@
 #   - the aarch64 cross toolchain: Debian's rustc-web/cargo-web with libstd-rust-web-dev:arm64
 #     and gcc-aarch64-linux-gnu,
 #   - busybox-static:arm64, unpacked into the cache (never installed over the host's busybox),
-#   - the kernel build tools, used only when no prebuilt kernel is given.
+#   - cpio (the testhost crate's tests compare its archives with `cpio -t`),
+#   - with TESTHOST_KERNEL_BUILD=1, the kernel build tools (used only when no prebuilt kernel
+#     is given; tests/testhost/kernel/build.sh).
 # Run as root. Safe to run again: it does nothing when everything is present.
 set -euo pipefail
 
@@ -17,8 +19,10 @@ command -v qemu-system-aarch64 >/dev/null 2>&1 || need_apt=1
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_apt=1
 [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] || need_apt=1
 [ -x "$CACHE/busybox/bin/busybox" ] || need_apt=1
+command -v cpio >/dev/null 2>&1 || need_apt=1
 if [ "${TESTHOST_KERNEL_BUILD:-0}" = 1 ]; then
-  for t in flex bison bc; do command -v $t >/dev/null 2>&1 || need_apt=1; done
+  for t in flex bison bc patch make xz perl; do command -v $t >/dev/null 2>&1 || need_apt=1; done
+  [ -f /usr/include/openssl/ssl.h ] && [ -f /usr/include/libelf.h ] || need_apt=1
 fi
 
 if [ "$need_apt" = 0 ]; then
@@ -57,7 +61,7 @@ apt-get install -y -qq -t bookworm-backports qemu-system-arm >/dev/null
 apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross cpio gzip >/dev/null
 apt-get install -y -qq rustc-web cargo-web "libstd-rust-web-dev:arm64" >/dev/null
 if [ "${TESTHOST_KERNEL_BUILD:-0}" = 1 ]; then
-  apt-get install -y -qq flex bison bc libssl-dev libelf-dev xz-utils >/dev/null
+  apt-get install -y -qq flex bison bc patch make perl libssl-dev libelf-dev xz-utils >/dev/null
 fi
 
 if [ ! -x "$CACHE/busybox/bin/busybox" ]; then

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds the testhost VM's arm64 kernel Image from Debian's linux-source-7.x package:
+# a fresh source tree, the patches in patches/*.patch applied in name order, the config
+# fragment arm64.config merged over allnoconfig, every option of the fragment checked in
+# the resolved config, then `make Image`.
+#
+# The testhost crate calls this only when its cache (keyed by the SHA-256 of this script,
+# the fragment and the patches) has no image yet; see crates/testhost/src/kernel.rs.
+# About 7 minutes on 2 cores.
+#
+# Environment:
+#   OUT_DIR     where Image-arm64 goes (default: tests/testhost/out)
+#   WORK_DIR    source, objects and the downloaded package (default: /tmp/testhost-kernel-build)
+#   JOBS        make -j (default: nproc)
+#   LINUX_SOURCE_PKG  the package to use (default: the newest linux-source-7.N apt sees)
+# Needs (tests/testhost/setup.sh with TESTHOST_KERNEL_BUILD=1 installs them): make, gcc,
+# gcc-aarch64-linux-gnu, flex, bison, bc, patch, xz-utils, libssl-dev, libelf-dev, and the
+# sid suite that carries linux-source-7.x.
+set -euo pipefail
+export LC_ALL=C
+
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${OUT_DIR:-$here/../out}"
+work="${WORK_DIR:-/tmp/testhost-kernel-build}"
+jobs="${JOBS:-$(nproc)}"
+
+die() { echo "kernel build: $*" >&2; exit 1; }
+
+for tool in make gcc aarch64-linux-gnu-gcc flex bison bc patch xz perl; do
+  command -v "$tool" >/dev/null 2>&1 ||
+    die "$tool is missing (run: TESTHOST_KERNEL_BUILD=1 bash tests/testhost/setup.sh)"
+done
+
+pkg="${LINUX_SOURCE_PKG:-}"
+if [ -z "$pkg" ]; then
+  pkg="$(apt-cache search --names-only '^linux-source-7\.[0-9]+$' | awk '{print $1}' | sort -V | tail -n 1)"
+fi
+[ -n "$pkg" ] || die "apt sees no linux-source-7.N package (setup.sh adds sid; then apt-get update)"
+version="$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')"
+[ -n "$version" ] && [ "$version" != "(none)" ] || die "$pkg has no installable version"
+echo "kernel build: $pkg $version, $jobs jobs, work in $work"
+
+mkdir -p "$work/debs" "$out"
+deb="$work/debs/${pkg}_${version//:/%3a}.deb"
+if [ ! -f "$deb" ]; then
+  tmp="$(mktemp -d "$work/debs/download.XXXXXX")"
+  (cd "$tmp" && apt-get download -q "$pkg=$version")
+  mv "$tmp"/*.deb "$deb"
+  rmdir "$tmp"
+fi
+
+# A fresh tree every time: patches must apply to pristine sources.
+rm -rf "$work/deb" "$work/src" "$work/obj"
+dpkg-deb -x "$deb" "$work/deb"
+tarball="$(find "$work/deb/usr/src" -maxdepth 1 -name 'linux-source-*.tar.*' | head -n 1)"
+[ -n "$tarball" ] || die "no source tarball in $deb"
+mkdir -p "$work/src" "$work/obj"
+tar -xf "$tarball" -C "$work/src" --strip-components=1
+rm -rf "$work/deb"
+
+shopt -s nullglob
+for p in "$here"/patches/*.patch; do
+  echo "kernel build: applying $(basename "$p")"
+  patch -d "$work/src" -p1 --forward --batch --quiet <"$p" || die "patch $(basename "$p") does not apply"
+done
+shopt -u nullglob
+
+export ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
+make -C "$work/src" -s O="$work/obj" allnoconfig
+"$work/src/scripts/kconfig/merge_config.sh" -m -O "$work/obj" "$work/obj/.config" "$here/arm64.config" >/dev/null
+make -C "$work/src" -s O="$work/obj" olddefconfig
+
+# Every y/n of the fragment must hold in the resolved config: an option whose dependencies
+# are not met is dropped silently by olddefconfig, and the VM would lack it.
+missing=0
+while IFS= read -r line; do
+  case "$line" in
+    CONFIG_*=y)
+      grep -qx "$line" "$work/obj/.config" || { echo "kernel build: $line did not survive olddefconfig" >&2; missing=1; } ;;
+    CONFIG_*=n)
+      opt="${line%=n}"
+      if grep -q "^$opt=" "$work/obj/.config"; then
+        echo "kernel build: $opt should be off" >&2; missing=1
+      fi ;;
+  esac
+done <"$here/arm64.config"
+[ "$missing" = 0 ] || die "the resolved config lacks options of arm64.config"
+
+make -C "$work/src" O="$work/obj" -j"$jobs" Image
+cp "$work/obj/arch/arm64/boot/Image" "$out/Image-arm64"
+cp "$work/obj/.config" "$out/config"
+echo "kernel build: built $out/Image-arm64"
