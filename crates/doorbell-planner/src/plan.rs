@@ -690,7 +690,7 @@ impl<'a> Ctx<'a> {
                             "its GITS_TRANSLATER would need a window starting at {start:#x}, which is not a 1 MiB-aligned address (with pgoff {} and {:#x}-byte pages the vITS base must be {:#x} modulo 1 MiB)",
                             self.input.pgoff,
                             self.page,
-                            (-frame_off).rem_euclid(i128::from(SW_MSI_ALIGN))
+                            frame_off.rem_euclid(i128::from(SW_MSI_ALIGN))
                         ),
                     })?;
                 why.push(format!("the vITS is at the preferred base {base:#x}"));

@@ -180,3 +180,81 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small_ranges() -> impl Strategy<Value = Vec<IovaRange>> {
+        proptest::collection::vec((0u64..512, 1u64..64), 0..8).prop_map(|v| {
+            v.into_iter()
+                .map(|(s, l)| IovaRange::from_len(s, l).unwrap())
+                .collect()
+        })
+    }
+
+    fn free(obstacles: &[IovaRange], r: &IovaRange) -> bool {
+        !obstacles.iter().any(|o| o.overlaps(r))
+    }
+
+    proptest! {
+        /// `lowest_fit` agrees with a brute-force scan of every candidate.
+        #[test]
+        fn lowest_fit_is_the_lowest_free_candidate(
+            obstacles in small_ranges(),
+            max in 0u64..640,
+            step_shift in 0u32..6,
+            lead in 0u64..40,
+            span in 1u64..80,
+        ) {
+            let step = 1u64 << step_shift;
+            let m = merged(obstacles.clone());
+            let brute = (0..=max + lead).filter(|p| p % step == 0 && *p >= lead).find(|p| {
+                let start = p - lead;
+                let r = IovaRange::from_len(start, span).unwrap();
+                r.last <= max && free(&obstacles, &r)
+            });
+            prop_assert_eq!(lowest_fit(&m, max, step, lead, span), brute);
+        }
+
+        /// `fill` returns aligned chunks above `base`, inside the space, off the obstacles,
+        /// of the requested total; it fails only when the aligned free space is too small.
+        #[test]
+        fn fill_is_sound_and_complete(
+            obstacles in small_ranges(),
+            max in 0u64..640,
+            base in 0u64..600,
+            align_shift in 0u32..5,
+            units in 1u64..40,
+        ) {
+            let align = 1u64 << align_shift;
+            let size = units * align;
+            let m = merged(obstacles.clone());
+            // Free aligned blocks above base.
+            let capacity = (0..=max / align)
+                .map(|k| k * align)
+                .filter(|s| *s >= base)
+                .filter(|s| {
+                    IovaRange::from_len(*s, align)
+                        .is_some_and(|r| r.last <= max && free(&obstacles, &r))
+                })
+                .count() as u64
+                * align;
+            match fill(&m, max, base, size, align) {
+                Some(chunks) => {
+                    let mut total = 0;
+                    for c in &chunks {
+                        prop_assert!(c.start >= base && c.last <= max);
+                        prop_assert_eq!(c.start % align, 0);
+                        prop_assert_eq!(c.len().unwrap() % align, 0);
+                        prop_assert!(free(&obstacles, c));
+                        total += c.len().unwrap();
+                    }
+                    prop_assert_eq!(total, size);
+                }
+                None => prop_assert!(capacity < size, "capacity {} >= size {}", capacity, size),
+            }
+        }
+    }
+}
