@@ -1,0 +1,46 @@
+// Copyright 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Input structures, replay logic and invariant checks of the passthrough-msi fuzz targets.
+//!
+//! Each module is one target: an input type (decoded from bytes by [`wire`], also an
+//! [`arbitrary::Arbitrary`]), a `run` function that replays it against the crate under test
+//! and a small reference model, and `seeds()` taken from the crates' unit-test scenarios.
+//! The `fuzz_targets/*.rs` binaries are one line each: `run(&input)`. So a crash file
+//! reproduces on stable Rust, without libFuzzer:
+//!
+//! ```
+//! use fuzz_common::wire::Wire;
+//! let bytes: &[u8] = &[]; // std::fs::read("artifacts/msix_trap/crash-...")
+//! fuzz_common::msix::run(&fuzz_common::msix::MsixInput::from_bytes(bytes));
+//! ```
+//!
+//! `tests/regressions.rs` replays every crash ever found; `tests/seeds.rs` checks (and, with
+//! `FUZZ_WRITE_SEEDS=1`, writes) the seed corpora in `fuzz/corpus/<target>/`.
+
+pub mod msix;
+pub mod wire;
+
+/// Every target: its name (the `fuzz_targets/<name>.rs` binary and corpus directory), its
+/// seeds as bytes, and its replay function over bytes.
+pub fn targets() -> Vec<Target> {
+    vec![Target {
+        name: "msix_trap",
+        seeds: encode_seeds(msix::seeds()),
+        replay: |b| msix::run(&<msix::MsixInput as wire::Wire>::from_bytes(b)),
+    }]
+}
+
+/// One fuzz target, as the seed writer and the regression tests see it.
+pub struct Target {
+    /// Binary and corpus directory name.
+    pub name: &'static str,
+    /// Named seed inputs.
+    pub seeds: Vec<(&'static str, Vec<u8>)>,
+    /// Replays one input (panics on a broken invariant).
+    pub replay: fn(&[u8]),
+}
+
+fn encode_seeds<T: wire::Wire>(seeds: Vec<(&'static str, T)>) -> Vec<(&'static str, Vec<u8>)> {
+    seeds.into_iter().map(|(n, s)| (n, s.to_bytes())).collect()
+}
