@@ -280,7 +280,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
                 let base = parse_u64(&value)
                     .filter(|b| b % crate::layout::REGION_ALIGN == 0)
                     .ok_or_else(|| {
-                        invalid("--its-base", &value, "a 64 KiB aligned address (0x... or decimal)")
+                        invalid(
+                            "--its-base",
+                            &value,
+                            "a 64 KiB aligned address (0x... or decimal)",
+                        )
                     })?;
                 set_once(&mut its_base, &flag, base)?
             }
@@ -370,8 +374,14 @@ mod tests {
             Some(DeviceSpec::Cdev("/dev/vfio/devices/vfio0".into()))
         );
         // A value containing '=' after --opt=.
-        assert_eq!(run(&["--kernel", "/k", "--cmdline=a=b c=d"]).cmdline, "a=b c=d");
-        assert_eq!(run(&["--kernel", "/k", "--its-base", "134152192"]).its_base, 0x07ff_0000);
+        assert_eq!(
+            run(&["--kernel", "/k", "--cmdline=a=b c=d"]).cmdline,
+            "a=b c=d"
+        );
+        assert_eq!(
+            run(&["--kernel", "/k", "--its-base", "134152192"]).its_base,
+            0x07ff_0000
+        );
     }
 
     #[test]
@@ -394,7 +404,17 @@ mod tests {
                 function: 7
             })
         );
-        for bad in ["", "00:20.0", "00:00.8", "0:0:0:0.0", "00:00", "zz:00.0", "00:00.", "10000:00:00.0", "+1:00.0"] {
+        for bad in [
+            "",
+            "00:20.0",
+            "00:00.8",
+            "0:0:0:0.0",
+            "00:00",
+            "zz:00.0",
+            "00:00.",
+            "10000:00:00.0",
+            "+1:00.0",
+        ] {
             assert_eq!(DeviceSpec::parse(bad), None, "{bad:?}");
         }
     }

@@ -16,7 +16,7 @@
 //!   cells, and the ITS child `msi-controller@...` (`arm,gic-v3-its`, `msi-controller`,
 //!   `#msi-cells = <1>`);
 //! - `/memory@...`, `/chosen` (`bootargs`, `stdout-path`, `linux,initrd-start` and `-end`);
-//! - `/uart@...`: `ns16550a` with a 1.8432 MHz clock and no interrupt (Linux polls it);
+//! - `/uart@...`: `ns16550a` with a 1.8432 MHz clock and SPI [`UART_SPI`], level-high;
 //! - `/pcie@...`: `pci-host-ecam-generic`, `device_type = "pci"`, `bus-range`, `reg` = ECAM,
 //!   `ranges` = the 32-bit memory window (identity mapped), `dma-coherent`, and
 //!   `msi-map = <0 &its 0 0x10000>` so that the ITS DeviceID of a function is its requester
@@ -29,13 +29,15 @@ use vm_fdt::{FdtWriter, FdtWriterResult};
 
 use crate::boot::DTB_RESERVE;
 use crate::layout::{MemoryLayout, Region};
-use crate::uart::UART_CLOCK_HZ;
+use crate::uart::{UART_CLOCK_HZ, UART_SPI};
 
 /// Phandle of the GIC.
 pub const GIC_PHANDLE: u32 = 1;
 /// Phandle of the ITS.
 pub const ITS_PHANDLE: u32 = 2;
 
+/// `GIC_SPI` in the GIC interrupt specifier's first cell.
+const GIC_SPI: u32 = 0;
 /// `GIC_PPI` in the GIC interrupt specifier's first cell.
 const GIC_PPI: u32 = 1;
 /// `IRQ_TYPE_LEVEL_HIGH` in the third cell.
@@ -180,6 +182,7 @@ fn write_tree(cfg: &FdtConfig<'_>) -> FdtWriterResult<Vec<u8>> {
     fdt.property_string("compatible", "ns16550a")?;
     fdt.property_array_u64("reg", &reg(l.uart))?;
     fdt.property_u32("clock-frequency", UART_CLOCK_HZ)?;
+    fdt.property_array_u32("interrupts", &[GIC_SPI, UART_SPI, IRQ_TYPE_LEVEL_HIGH])?;
     fdt.end_node(uart)?;
 
     let chosen = fdt.begin_node("chosen")?;
@@ -260,10 +263,7 @@ mod tests {
         let layout = MemoryLayout::new(3, 512 << 20);
         let blob = build(&layout, Some(Region::new(0x5f00_0000, 0x12_3456)));
         let fdt = Fdt::new(&blob).unwrap();
-        assert_eq!(
-            fdt.root().compatible().first(),
-            "linux,dummy-virt"
-        );
+        assert_eq!(fdt.root().compatible().first(), "linux,dummy-virt");
         // cpus and PSCI
         let cpus: Vec<_> = fdt.cpus().collect();
         assert_eq!(cpus.len(), 3);
@@ -285,7 +285,12 @@ mod tests {
         let gic = "/intc@4000000";
         assert_eq!(prop(&fdt, gic, "compatible"), b"arm,gic-v3\0");
         assert_eq!(u32s(prop(&fdt, gic, "#interrupt-cells")), [3]);
-        assert!(fdt.find_node(gic).unwrap().property("interrupt-controller").is_some());
+        assert!(
+            fdt.find_node(gic)
+                .unwrap()
+                .property("interrupt-controller")
+                .is_some()
+        );
         assert_eq!(
             u64s(prop(&fdt, gic, "reg")),
             [0x0400_0000, 0x1_0000, 0x0402_0000, 3 * 0x2_0000]
@@ -293,7 +298,12 @@ mod tests {
         let its = "/intc@4000000/msi-controller@7ff0000";
         assert_eq!(prop(&fdt, its, "compatible"), b"arm,gic-v3-its\0");
         assert_eq!(u32s(prop(&fdt, its, "#msi-cells")), [1]);
-        assert!(fdt.find_node(its).unwrap().property("msi-controller").is_some());
+        assert!(
+            fdt.find_node(its)
+                .unwrap()
+                .property("msi-controller")
+                .is_some()
+        );
         assert_eq!(u64s(prop(&fdt, its, "reg")), [0x07ff_0000, 0x2_0000]);
         assert_eq!(u32s(prop(&fdt, its, "phandle")), [ITS_PHANDLE]);
         // memory
@@ -312,11 +322,17 @@ mod tests {
             u64s(prop(&fdt, "/chosen", "linux,initrd-end")),
             [0x5f12_3456]
         );
-        // UART, with no interrupt
+        // UART on SPI 1, level-high
         let uart = fdt.find_node("/uart@6000000").unwrap();
         assert_eq!(uart.compatible().unwrap().first(), "ns16550a");
-        assert!(uart.property("interrupts").is_none());
-        assert_eq!(u32s(prop(&fdt, "/uart@6000000", "clock-frequency")), [1_843_200]);
+        assert_eq!(
+            u32s(prop(&fdt, "/uart@6000000", "interrupts")),
+            [0, UART_SPI, 4]
+        );
+        assert_eq!(
+            u32s(prop(&fdt, "/uart@6000000", "clock-frequency")),
+            [1_843_200]
+        );
     }
 
     #[test]
@@ -340,7 +356,12 @@ mod tests {
             u32s(prop(&fdt, pcie, "msi-map")),
             [0, ITS_PHANDLE, 0, 0x1_0000]
         );
-        assert!(fdt.find_node(pcie).unwrap().property("dma-coherent").is_some());
+        assert!(
+            fdt.find_node(pcie)
+                .unwrap()
+                .property("dma-coherent")
+                .is_some()
+        );
         // The phandle in msi-map names the ITS node.
         let its = fdt.find_phandle(ITS_PHANDLE).unwrap();
         assert_eq!(its.compatible().unwrap().first(), "arm,gic-v3-its");
@@ -348,7 +369,12 @@ mod tests {
         assert_eq!(gic.compatible().unwrap().first(), "arm,gic-v3");
         assert_eq!(u32s(prop(&fdt, "/", "interrupt-parent")), [GIC_PHANDLE]);
         // No initramfs, no initrd properties.
-        assert!(fdt.find_node("/chosen").unwrap().property("linux,initrd-start").is_none());
+        assert!(
+            fdt.find_node("/chosen")
+                .unwrap()
+                .property("linux,initrd-start")
+                .is_none()
+        );
     }
 
     #[test]
@@ -361,7 +387,10 @@ mod tests {
             let blob = build(&layout, Some(Region::new(0x7000_0000, 0x1000)));
             let fdt = Fdt::new(&blob).unwrap();
             assert!(fdt.find_node("/reserved-memory").is_none());
-            assert!(fdt.all_nodes().all(|n| !n.name.starts_with("reserved-memory")));
+            assert!(
+                fdt.all_nodes()
+                    .all(|n| !n.name.starts_with("reserved-memory"))
+            );
             assert_eq!(fdt.memory_reservations().count(), 0);
         }
     }

@@ -311,7 +311,10 @@ mod tests {
             assert_eq!(buf, [0xff; 8]);
             assert_eq!(bus.write(addr, &buf), Dispatch::Unmapped);
         }
-        assert!(dev.0.lock().unwrap().is_empty(), "the device saw none of it");
+        assert!(
+            dev.0.lock().unwrap().is_empty(),
+            "the device saw none of it"
+        );
         let s = bus.stats();
         assert_eq!((s.reads, s.writes), (0, 0));
         assert_eq!(s.malformed, 2 + 16);

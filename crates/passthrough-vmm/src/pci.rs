@@ -356,7 +356,9 @@ impl PciBus {
                 let inside = region.size > 0
                     && region.base >= self.window.base
                     && region.end().is_some_and(|end| {
-                        self.window.end().is_some_and(|window_end| end <= window_end)
+                        self.window
+                            .end()
+                            .is_some_and(|window_end| end <= window_end)
                     });
                 if !inside {
                     log::warn!(
@@ -526,7 +528,10 @@ mod tests {
     #[test]
     fn ecam_decode_follows_table_7_1() {
         let a = EcamAddress::decode(0x0fff_fffc).unwrap();
-        assert_eq!((a.bus, a.device, a.function, a.register), (0xff, 31, 7, 0xffc));
+        assert_eq!(
+            (a.bus, a.device, a.function, a.register),
+            (0xff, 31, 7, 0xffc)
+        );
         let a = EcamAddress::decode((3 << 20) | (5 << 15) | (2 << 12) | 0x104).unwrap();
         assert_eq!((a.bus, a.device, a.function, a.register), (3, 5, 2, 0x104));
         assert_eq!(a.offset(), (3 << 20) | (5 << 15) | (2 << 12) | 0x104);
@@ -622,10 +627,32 @@ mod tests {
         assert_eq!(
             *seen,
             [
-                (slot, BarChange::Mapped { bar: 0, region: at }, BarOutcome::Applied),
-                (slot, BarChange::Unmapped { bar: 0, region: at }, BarOutcome::Applied),
-                (slot, BarChange::Mapped { bar: 0, region: moved }, BarOutcome::Applied),
-                (slot, BarChange::Unmapped { bar: 0, region: moved }, BarOutcome::Applied),
+                (
+                    slot,
+                    BarChange::Mapped { bar: 0, region: at },
+                    BarOutcome::Applied
+                ),
+                (
+                    slot,
+                    BarChange::Unmapped { bar: 0, region: at },
+                    BarOutcome::Applied
+                ),
+                (
+                    slot,
+                    BarChange::Mapped {
+                        bar: 0,
+                        region: moved
+                    },
+                    BarOutcome::Applied
+                ),
+                (
+                    slot,
+                    BarChange::Unmapped {
+                        bar: 0,
+                        region: moved
+                    },
+                    BarOutcome::Applied
+                ),
             ]
         );
     }
@@ -646,7 +673,8 @@ mod tests {
         assert_eq!(u32::from_le_bytes(d), 0x1234_abcd);
         // Overlapping another trap inside the window is refused too.
         let other = Arc::new(crate::uart::Uart::new(None));
-        mmio.insert(Region::new(0x1000_0000, 0x1000), other).unwrap();
+        mmio.insert(Region::new(0x1000_0000, 0x1000), other)
+            .unwrap();
         mmio.write(cfg(1, 0x10), &0x1000_0000u32.to_le_bytes());
         assert!(pci.bar_traps().is_empty());
         assert_eq!(pci.refused_bars(), 4);

@@ -221,7 +221,11 @@ impl Report {
             Some(n) => format!("guest status {n}"),
             None => "no guest status".to_owned(),
         };
-        let _ = writeln!(s, "exit: {how}, {status}, exit code {}", self.exit.exit_code);
+        let _ = writeln!(
+            s,
+            "exit: {how}, {status}, exit code {}",
+            self.exit.exit_code
+        );
         let first = self
             .timings
             .first_output_ms
@@ -299,12 +303,21 @@ mod tests {
         assert_eq!(v["results"][0]["x"], 1);
         assert_eq!(v["memory_map"].as_array().unwrap().len(), 7);
         assert_eq!(v["memory_map"][0]["kind"], "gic-distributor");
-        assert_eq!(v["console"]["frame_errors"][0]["reason"], "unknown frame kind");
+        assert_eq!(
+            v["console"]["frame_errors"][0]["reason"],
+            "unknown frame kind"
+        );
         assert!(v["timings"]["total_ms"].is_number());
         let e = serde_json::to_value(GuestExit::Error("KVM_RUN: EFAULT".into())).unwrap();
-        assert_eq!(e, serde_json::json!({"reason": "error", "detail": "KVM_RUN: EFAULT"}));
+        assert_eq!(
+            e,
+            serde_json::json!({"reason": "error", "detail": "KVM_RUN: EFAULT"})
+        );
         let s = r.summary();
-        assert!(s.contains("GITS_TRANSLATER (MSI doorbell) at 0x8000040"), "{s}");
+        assert!(
+            s.contains("GITS_TRANSLATER (MSI doorbell) at 0x8000040"),
+            "{s}"
+        );
         assert!(s.contains("exit code 0"), "{s}");
         assert!(s.contains("result: {\"x\":1}"), "{s}");
     }

@@ -17,12 +17,16 @@
 //! | 7 | SCR | SCR |
 //!
 //! The transmitter is always empty: a byte written to THR goes to the console at once, so
-//! LSR always has THRE and TEMT. The device has no interrupt line in the device tree (Linux
-//! then polls it with a timer), but IIR is still computed per the datasheet's priority
-//! table, because the polling 8250 driver reads IIR to decide what to service: with ETBEI
-//! set, IIR reports "THR empty" after every THR write until IIR is read
-//! (`tests::thre_interrupt_follows_the_datasheet`). Loopback (MCR bit 4) sends THR to RBR
-//! and the modem outputs to the modem inputs, as the 8250 driver's probe expects.
+//! LSR always has THRE and TEMT. IIR is computed per the datasheet's priority table: with
+//! ETBEI set, IIR reports "THR empty" after every THR write until IIR is read
+//! (`tests::thre_interrupt_follows_the_datasheet`). The interrupt output is level-sensitive
+//! (pending while IIR bit 0 is clear) and drives the callback given to
+//! [`Uart::set_irq_line`] on every change (`tests::irq_line_follows_iir`); the VMM wires it
+//! to SPI [`UART_SPI`] with `KVM_IRQ_LINE`. Without an interrupt Linux polls the port on a
+//! timer, which drains userspace output so slowly that a guest powering off right after
+//! printing loses the end of it: the interrupt is what makes the console framing reliable.
+//! Loopback (MCR bit 4) sends THR to RBR and the modem outputs to the modem inputs, as the
+//! 8250 driver's probe expects.
 //!
 //! Accesses wider than one byte use the low byte (reads return the register in byte 0 and
 //! zeros above); offsets 8 and up read 0 and ignore writes. Host input is not wired: RBR
@@ -41,6 +45,11 @@ pub const RX_FIFO_SIZE: usize = 16;
 /// The input clock the device tree announces (`clock-frequency`): the classic 1.8432 MHz,
 /// so divisor 1 is 115200 baud.
 pub const UART_CLOCK_HZ: u32 = 1_843_200;
+/// The shared peripheral interrupt (SPI) number of the UART (INTID 32 + 1), level-high.
+pub const UART_SPI: u32 = 1;
+
+/// Drives the interrupt line: called with the new level whenever it changes.
+pub type IrqLine = Box<dyn FnMut(bool) + Send>;
 
 // Register offsets.
 const RBR_THR_DLL: u64 = 0;
@@ -246,6 +255,21 @@ impl Output {
 struct State {
     regs: Regs,
     out: Output,
+    irq: Option<IrqLine>,
+    irq_level: bool,
+}
+
+impl State {
+    /// Drives the interrupt line to what IIR says, if it changed.
+    fn update_irq(&mut self) {
+        let level = self.regs.iir() & IIR_NONE == 0;
+        if level != self.irq_level {
+            self.irq_level = level;
+            if let Some(line) = self.irq.as_mut() {
+                line(level);
+            }
+        }
+    }
 }
 
 /// The 16550A UART as an MMIO device.
@@ -290,8 +314,20 @@ impl Uart {
                     framer: ConsoleFramer::new(),
                     first_byte: None,
                 },
+                irq: None,
+                irq_level: false,
             }),
         }
+    }
+
+    /// Connects the interrupt output; `line` is called at once with the current level, then
+    /// on every change.
+    pub fn set_irq_line(&self, mut line: IrqLine) {
+        let mut s = self.lock();
+        let level = s.regs.iir() & IIR_NONE == 0;
+        line(level);
+        s.irq_level = level;
+        s.irq = Some(line);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -306,6 +342,7 @@ impl Uart {
         for &b in bytes {
             s.regs.receive(b);
         }
+        s.update_irq();
     }
 
     /// Whether the device would raise its interrupt line (IIR bit 0 clear).
@@ -316,7 +353,12 @@ impl Uart {
     /// Reads register `offset` (0..=7) as a byte.
     pub fn read_reg(&self, offset: u64) -> u8 {
         let mut s = self.lock();
-        let r = &mut s.regs;
+        let value = Self::read_locked(&mut s.regs, offset);
+        s.update_irq();
+        value
+    }
+
+    fn read_locked(r: &mut Regs, offset: u64) -> u8 {
         match offset {
             RBR_THR_DLL if r.dlab() => r.dll,
             RBR_THR_DLL => r.rx.pop_front().unwrap_or(0),
@@ -350,7 +392,14 @@ impl Uart {
     /// Writes register `offset` (0..=7) with a byte.
     pub fn write_reg(&self, offset: u64, value: u8) {
         let mut s = self.lock();
-        let State { regs: r, out } = &mut *s;
+        {
+            let State { regs, out, .. } = &mut *s;
+            Self::write_locked(regs, out, offset, value);
+        }
+        s.update_irq();
+    }
+
+    fn write_locked(r: &mut Regs, out: &mut Output, offset: u64, value: u8) {
         match offset {
             RBR_THR_DLL if r.dlab() => r.dll = value,
             RBR_THR_DLL => {
@@ -501,7 +550,11 @@ mod tests {
     fn thre_interrupt_follows_the_datasheet() {
         let u = Uart::new(None);
         u.write_reg(IER_DLM, IER_ETBEI);
-        assert_eq!(u.read_reg(IIR_FCR), IIR_THRI, "enabling ETBEI with THR empty");
+        assert_eq!(
+            u.read_reg(IIR_FCR),
+            IIR_THRI,
+            "enabling ETBEI with THR empty"
+        );
         assert_eq!(u.read_reg(IIR_FCR), IIR_NONE, "cleared by the IIR read");
         u.write_reg(RBR_THR_DLL, b'x');
         assert!(u.interrupt_pending());
@@ -524,7 +577,11 @@ mod tests {
         assert_eq!(u.read_reg(RBR_THR_DLL), b'a');
         assert_eq!(u.read_reg(RBR_THR_DLL), b'b');
         assert_eq!(u.read_reg(LSR) & LSR_DR, 0);
-        assert_eq!(u.read_reg(IIR_FCR), IIR_THRI, "THRE still pending underneath");
+        assert_eq!(
+            u.read_reg(IIR_FCR),
+            IIR_THRI,
+            "THRE still pending underneath"
+        );
         u.queue_input(&[0u8; RX_FIFO_SIZE + 1]);
         assert_eq!(u.read_reg(IIR_FCR), IIR_RLSI);
         assert_eq!(u.read_reg(LSR) & LSR_OE, LSR_OE);
@@ -549,6 +606,26 @@ mod tests {
         assert_eq!(u.collected().bytes, 0, "loopback does not transmit");
         u.write_reg(MCR, MCR_OUT2);
         assert_eq!(u.read_reg(MSR) & 0xf0, MSR_DCD | MSR_DSR | MSR_CTS);
+    }
+
+    #[test]
+    fn irq_line_follows_iir() {
+        let u = Uart::new(None);
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let l = levels.clone();
+        u.set_irq_line(Box::new(move |level| l.lock().unwrap().push(level)));
+        u.write_reg(IER_DLM, IER_ETBEI); // THRE pending: raise
+        u.read_reg(IIR_FCR); // source cleared: lower
+        u.write_reg(RBR_THR_DLL, b'a'); // raise
+        u.write_reg(RBR_THR_DLL, b'b'); // still high: no call
+        u.write_reg(IER_DLM, 0); // masked: lower
+        u.write_reg(IER_DLM, IER_ERBFI);
+        u.queue_input(b"x"); // data ready: raise
+        u.read_reg(RBR_THR_DLL); // drained: lower
+        assert_eq!(
+            *levels.lock().unwrap(),
+            [false, true, false, true, false, true, false]
+        );
     }
 
     #[test]

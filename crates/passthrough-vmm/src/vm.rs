@@ -1,0 +1,732 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The KVM side (aarch64 only): VM, RAM, vCPUs, vGICv3 and in-kernel vITS, image loading,
+//! and the vCPU run loops.
+//!
+//! The call sequence (Linux `Documentation/virt/kvm/api.rst` and
+//! `Documentation/virt/kvm/devices/arm-vgic-v3.rst`, `arm-vgic-its.rst`):
+//!
+//! 1. `KVM_CREATE_VM` with the host's IPA limit as machine type (when KVM has
+//!    `KVM_CAP_ARM_VM_IPA_SIZE`);
+//! 2. RAM as memory slot 0 (`KVM_SET_USER_MEMORY_REGION`);
+//! 3. every vCPU: `KVM_CREATE_VCPU`, then `KVM_ARM_VCPU_INIT` with the target from
+//!    `KVM_ARM_PREFERRED_TARGET`, the `PSCI_0_2` feature, and `POWER_OFF` for all but vCPU 0
+//!    (the guest starts them with PSCI CPU_ON, which KVM handles);
+//! 4. `KVM_CREATE_DEVICE(KVM_DEV_TYPE_ARM_VGIC_V3)`, distributor and redistributor bases
+//!    (`KVM_DEV_ARM_VGIC_GRP_ADDR`);
+//! 5. `KVM_CREATE_DEVICE(KVM_DEV_TYPE_ARM_VGIC_ITS)`, its base (`KVM_VGIC_ITS_ADDR_TYPE`)
+//!    at the planned address;
+//! 6. `KVM_DEV_ARM_VGIC_CTRL_INIT` on the vGIC (after all vCPUs exist, as the vGIC
+//!    documentation requires), then on the ITS.
+//!
+//! After [`Vm::new`] the VM is complete but no vCPU has run: that is when the embedder adds
+//! MSI routes (`KVM_SET_GSI_ROUTING`), irqfds, memory slots for device BARs
+//! ([`Vm::add_memory_slot`]), MMIO handlers ([`Vm::mmio_bus`]) and PCI functions
+//! ([`Vm::pci_bus`]). [`Vm::load`] places kernel, initramfs and device tree and sets the
+//! boot vCPU's `pc` and `x0`; [`Vm::run`] runs every vCPU on its own thread until the
+//! guest powers off or resets, or a vCPU fails.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::mem::offset_of;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{
+    KVM_ARM_IRQ_TYPE_SHIFT, KVM_ARM_IRQ_TYPE_SPI, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
+    KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL,
+    KVM_REG_ARM_CORE, KVM_REG_ARM64, KVM_REG_SIZE_U64, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN, KVM_VGIC_ITS_ADDR_TYPE, KVM_VGIC_V3_ADDR_TYPE_DIST,
+    KVM_VGIC_V3_ADDR_TYPE_REDIST, kvm_create_device, kvm_device_attr,
+    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_regs,
+    kvm_userspace_memory_region, kvm_vcpu_init, user_pt_regs,
+};
+use kvm_ioctls::{Cap, DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
+use linux_loader::loader::KernelLoader;
+use linux_loader::loader::pe::PE;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+
+use crate::boot::{BootError, BootPlan, IMAGE_HEADER_SIZE, ImageHeader};
+use crate::cli::VmmConfig;
+use crate::fdt::{FdtConfig, FdtError, build_fdt};
+use crate::layout::{DEFAULT_IPA_BITS, LayoutError, MemoryLayout, Region};
+use crate::mmio::{MmioBus, MmioError};
+use crate::pci::PciBus;
+use crate::report::{GuestExit, Report, Timings};
+use crate::uart::{UART_SPI, Uart};
+
+/// The memory slot guest RAM takes.
+pub const RAM_SLOT: u32 = 0;
+/// How long [`Vm::run`] keeps kicking the other vCPUs out of `KVM_RUN` once the guest has
+/// stopped, before it leaves them behind.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A failure of the KVM side.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A KVM ioctl failed.
+    #[error("{op}: {source}")]
+    Kvm {
+        /// The ioctl and its object, e.g. "KVM_CREATE_VCPU 1".
+        op: String,
+        /// The errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The memory map is invalid for this host.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Guest RAM could not be mapped.
+    #[error("mapping {size:#x} bytes of guest RAM at {base:#x}: {reason}")]
+    Ram {
+        /// Guest base.
+        base: u64,
+        /// Size.
+        size: u64,
+        /// What vm-memory said.
+        reason: String,
+    },
+    /// A file could not be read.
+    #[error("{op} {path}: {source}", path = path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The boot images do not fit.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The kernel loader refused the Image.
+    #[error("loading kernel {path}: {source}", path = path.display())]
+    Loader {
+        /// The kernel.
+        path: PathBuf,
+        /// linux-loader's error.
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+    /// Writing into guest RAM failed.
+    #[error("writing {what} to guest RAM at {addr:#x}: {reason}")]
+    GuestWrite {
+        /// What.
+        what: &'static str,
+        /// Where.
+        addr: u64,
+        /// What vm-memory said.
+        reason: String,
+    },
+    /// The device tree could not be built.
+    #[error(transparent)]
+    Fdt(#[from] FdtError),
+    /// An MMIO range could not be added.
+    #[error(transparent)]
+    Mmio(#[from] MmioError),
+    /// A memory slot that overlaps RAM or another slot, or is not page aligned.
+    #[error("memory slot at {region}: {reason}")]
+    Slot {
+        /// The guest range asked for.
+        region: Region,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A vCPU thread could not be started.
+    #[error("starting vCPU thread {id}: {source}")]
+    Thread {
+        /// vCPU index.
+        id: u32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The signal that kicks vCPUs out of `KVM_RUN` could not be installed.
+    #[error("installing the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+}
+
+fn kvm_err(op: impl Into<String>) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    let op = op.into();
+    move |source| VmError::Kvm { op, source }
+}
+
+/// The register ID of a 64-bit core register at byte offset `offset` in `struct kvm_regs`
+/// (`Documentation/virt/kvm/api.rst`, KVM_SET_ONE_REG, arm64 core registers: the index is
+/// the offset in 32-bit words).
+fn core_reg_id(offset: usize) -> u64 {
+    KVM_REG_ARM64 | KVM_REG_SIZE_U64 | u64::from(KVM_REG_ARM_CORE) | (offset / 4) as u64
+}
+
+/// `regs.pc`.
+fn pc_reg_id() -> u64 {
+    core_reg_id(offset_of!(kvm_regs, regs) + offset_of!(user_pt_regs, pc))
+}
+
+/// `regs.regs[n]`.
+fn x_reg_id(n: usize) -> u64 {
+    core_reg_id(offset_of!(kvm_regs, regs) + offset_of!(user_pt_regs, regs) + 8 * n)
+}
+
+/// Sets a KVM device attribute whose value is a guest address.
+fn set_addr_attr(dev: &DeviceFd, what: &str, attr: u32, addr: u64) -> Result<(), VmError> {
+    let value: u64 = addr;
+    let a = kvm_device_attr {
+        group: KVM_DEV_ARM_VGIC_GRP_ADDR,
+        attr: u64::from(attr),
+        // KVM reads the address from this pointer during the ioctl; `value` outlives it.
+        addr: &value as *const u64 as u64,
+        flags: 0,
+    };
+    dev.set_device_attr(&a).map_err(kvm_err(format!(
+        "KVM_SET_DEVICE_ATTR {what} base {addr:#x}"
+    )))
+}
+
+fn ctrl_init(dev: &DeviceFd, what: &str) -> Result<(), VmError> {
+    let a = kvm_device_attr {
+        group: KVM_DEV_ARM_VGIC_GRP_CTRL,
+        attr: u64::from(KVM_DEV_ARM_VGIC_CTRL_INIT),
+        addr: 0,
+        flags: 0,
+    };
+    dev.set_device_attr(&a)
+        .map_err(kvm_err(format!("KVM_DEV_ARM_VGIC_CTRL_INIT {what}")))
+}
+
+fn create_device(vm: &VmFd, type_: u32, what: &str) -> Result<DeviceFd, VmError> {
+    let mut d = kvm_create_device {
+        type_,
+        fd: 0,
+        flags: 0,
+    };
+    vm.create_device(&mut d)
+        .map_err(kvm_err(format!("KVM_CREATE_DEVICE {what}")))
+}
+
+/// A complete VM whose vCPUs have not run yet.
+pub struct Vm {
+    _kvm: Kvm,
+    vm_fd: Arc<VmFd>,
+    layout: MemoryLayout,
+    memory: GuestMemoryMmap,
+    vcpus: Vec<VcpuFd>,
+    _gic: DeviceFd,
+    _its: DeviceFd,
+    mmio: Arc<MmioBus>,
+    uart: Arc<Uart>,
+    pci: Arc<PciBus>,
+    slots: Vec<(u32, Region)>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("layout", &self.layout)
+            .field("vcpus", &self.vcpus.len())
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    /// Creates the VM for `layout` (whose `ipa_bits` is replaced by what the host gives),
+    /// with the console echoing to `echo` if given.
+    pub fn new(
+        mut layout: MemoryLayout,
+        echo: Option<Box<dyn Write + Send>>,
+    ) -> Result<Self, VmError> {
+        let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
+        let ipa_cap = kvm.check_extension(Cap::ArmVmIPASize);
+        layout.ipa_bits = if ipa_cap {
+            u8::try_from(kvm.get_host_ipa_limit()).unwrap_or(DEFAULT_IPA_BITS)
+        } else {
+            DEFAULT_IPA_BITS
+        };
+        layout.validate()?;
+        let vm_type = if ipa_cap {
+            u64::from(layout.ipa_bits)
+        } else {
+            0
+        };
+        let vm_fd = kvm.create_vm_with_type(vm_type).map_err(kvm_err(format!(
+            "KVM_CREATE_VM (IPA {} bits)",
+            layout.ipa_bits
+        )))?;
+
+        let ram = layout.ram;
+        let ram_len = usize::try_from(ram.size).map_err(|_| VmError::Ram {
+            base: ram.base,
+            size: ram.size,
+            reason: "larger than the host address space".to_owned(),
+        })?;
+        let memory =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(ram.base), ram_len)]).map_err(|e| {
+                VmError::Ram {
+                    base: ram.base,
+                    size: ram.size,
+                    reason: e.to_string(),
+                }
+            })?;
+        let host = memory
+            .get_host_address(GuestAddress(ram.base))
+            .map_err(|e| VmError::Ram {
+                base: ram.base,
+                size: ram.size,
+                reason: e.to_string(),
+            })?;
+        let region = kvm_userspace_memory_region {
+            slot: RAM_SLOT,
+            flags: 0,
+            guest_phys_addr: ram.base,
+            memory_size: ram.size,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: `host` is the start of the `ram.size`-byte anonymous mapping `memory`
+        // owns; `memory` lives in the returned `Vm` and is only unmapped after every vCPU
+        // thread has stopped (see `Vm::run`), so KVM never sees the mapping go away while
+        // the guest can touch it.
+        unsafe { vm_fd.set_user_memory_region(region) }
+            .map_err(kvm_err(format!("KVM_SET_USER_MEMORY_REGION RAM at {ram}")))?;
+
+        let mut init = kvm_vcpu_init::default();
+        vm_fd
+            .get_preferred_target(&mut init)
+            .map_err(kvm_err("KVM_ARM_PREFERRED_TARGET"))?;
+        init.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;
+        let mut vcpus = Vec::with_capacity(layout.cpus as usize);
+        for id in 0..layout.cpus {
+            let vcpu = vm_fd
+                .create_vcpu(u64::from(id))
+                .map_err(kvm_err(format!("KVM_CREATE_VCPU {id}")))?;
+            let mut vcpu_init = init;
+            if id > 0 {
+                vcpu_init.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
+            }
+            vcpu.vcpu_init(&vcpu_init)
+                .map_err(kvm_err(format!("KVM_ARM_VCPU_INIT {id}")))?;
+            vcpus.push(vcpu);
+        }
+
+        let gic = create_device(&vm_fd, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, "vGICv3")?;
+        set_addr_attr(&gic, "GICD", KVM_VGIC_V3_ADDR_TYPE_DIST, layout.gicd.base)?;
+        set_addr_attr(&gic, "GICR", KVM_VGIC_V3_ADDR_TYPE_REDIST, layout.gicr_base)?;
+        let its = create_device(&vm_fd, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, "vITS")?;
+        set_addr_attr(&its, "ITS", KVM_VGIC_ITS_ADDR_TYPE, layout.its.base)?;
+        ctrl_init(&gic, "vGICv3")?;
+        ctrl_init(&its, "vITS")?;
+
+        let vm_fd = Arc::new(vm_fd);
+        let mmio = Arc::new(MmioBus::new());
+        let uart = Arc::new(Uart::new(echo));
+        // KVM_IRQ_LINE on arm64 (api.rst): irq_type in bits 27:24, INTID in bits 15:0.
+        let uart_irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | (32 + UART_SPI);
+        let irq_vm = Arc::clone(&vm_fd);
+        uart.set_irq_line(Box::new(move |level| {
+            if let Err(e) = irq_vm.set_irq_line(uart_irq, level) {
+                log::warn!("KVM_IRQ_LINE UART SPI {UART_SPI} level {level}: {e}");
+            }
+        }));
+        mmio.insert(layout.uart, uart.clone())?;
+        let pci = Arc::new(PciBus::new(&mmio, layout.pci_mmio32, layout.ecam_buses()));
+        mmio.insert(layout.ecam, pci.clone())?;
+
+        Ok(Vm {
+            _kvm: kvm,
+            vm_fd,
+            memory,
+            vcpus,
+            _gic: gic,
+            _its: its,
+            mmio,
+            uart,
+            pci,
+            slots: vec![(RAM_SLOT, ram)],
+            layout,
+        })
+    }
+
+    /// The VM, for MSI routes (`set_gsi_routing`), irqfds (`register_irqfd`), ioeventfds.
+    pub fn vm_fd(&self) -> &Arc<VmFd> {
+        &self.vm_fd
+    }
+
+    /// The memory map as created (with the host's IPA size).
+    pub fn layout(&self) -> &MemoryLayout {
+        &self.layout
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// The MMIO bus: add handlers here (BAR traps are added by the PCI bus itself).
+    pub fn mmio_bus(&self) -> &Arc<MmioBus> {
+        &self.mmio
+    }
+
+    /// The PCI bus behind the ECAM window: add functions here.
+    pub fn pci_bus(&self) -> &Arc<PciBus> {
+        &self.pci
+    }
+
+    /// The console.
+    pub fn uart(&self) -> &Arc<Uart> {
+        &self.uart
+    }
+
+    /// Maps `host_addr..host_addr + region.size` of this process at guest `region` as a new
+    /// memory slot (for a passthrough BAR mapped directly) and returns its slot number.
+    ///
+    /// The region must be 4 KiB aligned and must not overlap RAM or another slot.
+    ///
+    /// # Safety
+    ///
+    /// `host_addr` must be the start of a mapping of at least `region.size` bytes in this
+    /// process that stays mapped, and is not remapped, for as long as the VM exists (KVM
+    /// gives the guest direct access to it).
+    pub unsafe fn add_memory_slot(
+        &mut self,
+        region: Region,
+        host_addr: u64,
+        readonly: bool,
+    ) -> Result<u32, VmError> {
+        if region.size == 0
+            || region.end().is_none()
+            || region.base % 0x1000 != 0
+            || region.size % 0x1000 != 0
+            || host_addr % 0x1000 != 0
+        {
+            return Err(VmError::Slot {
+                region,
+                reason: "empty, wrapping, or not 4 KiB aligned",
+            });
+        }
+        if self.slots.iter().any(|(_, r)| r.overlaps(&region)) {
+            return Err(VmError::Slot {
+                region,
+                reason: "overlaps RAM or another slot",
+            });
+        }
+        let slot = self
+            .slots
+            .iter()
+            .map(|(s, _)| *s)
+            .max()
+            .unwrap_or(RAM_SLOT)
+            .checked_add(1)
+            .ok_or(VmError::Slot {
+                region,
+                reason: "no slot number left",
+            })?;
+        let mem = kvm_userspace_memory_region {
+            slot,
+            flags: if readonly {
+                kvm_bindings::KVM_MEM_READONLY
+            } else {
+                0
+            },
+            guest_phys_addr: region.base,
+            memory_size: region.size,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: the caller guarantees the host range is a live mapping for the VM's
+        // lifetime; the guest range was checked not to overlap other slots.
+        unsafe { self.vm_fd.set_user_memory_region(mem) }.map_err(kvm_err(format!(
+            "KVM_SET_USER_MEMORY_REGION slot {slot} at {region}"
+        )))?;
+        self.slots.push((slot, region));
+        Ok(slot)
+    }
+
+    /// Loads the kernel Image (linux-loader's PE loader), the initramfs and the device tree
+    /// per [`BootPlan`], and points the boot vCPU at the kernel: `pc` = entry, `x0` = DTB,
+    /// `x1`..`x3` = 0 (Linux `booting.rst` section 5).
+    pub fn load(
+        &mut self,
+        kernel: &Path,
+        initrd: Option<&Path>,
+        cmdline: &str,
+    ) -> Result<BootPlan, VmError> {
+        let io = |op, path: &Path| {
+            let path = path.to_owned();
+            move |source| VmError::Io { op, path, source }
+        };
+        let mut kfile = File::open(kernel).map_err(io("opening kernel", kernel))?;
+        let mut head = [0u8; IMAGE_HEADER_SIZE];
+        kfile
+            .read_exact(&mut head)
+            .map_err(io("reading the Image header of", kernel))?;
+        let header = ImageHeader::parse(&head)?;
+        let klen = kfile
+            .metadata()
+            .map_err(io("reading the size of", kernel))?
+            .len();
+        let initrd_file = match initrd {
+            Some(p) => {
+                let f = File::open(p).map_err(io("opening initramfs", p))?;
+                let len = f.metadata().map_err(io("reading the size of", p))?.len();
+                Some((p, f, len))
+            }
+            None => None,
+        };
+        let plan = BootPlan::new(
+            self.layout.ram,
+            &header,
+            klen,
+            initrd_file.as_ref().map(|(_, _, len)| *len),
+        )?;
+
+        let loaded = PE::load(
+            &self.memory,
+            Some(GuestAddress(plan.kernel_base)),
+            &mut kfile,
+            None,
+        )
+        .map_err(|source| VmError::Loader {
+            path: kernel.to_owned(),
+            source,
+        })?;
+        if loaded.kernel_load.0 != plan.kernel_load {
+            return Err(VmError::Boot(BootError::BadImage(
+                "loader and header disagree on text_offset",
+            )));
+        }
+
+        if let (Some((path, mut file, len)), Some(region)) = (initrd_file, plan.initrd) {
+            let count = usize::try_from(len).map_err(|_| VmError::GuestWrite {
+                what: "initramfs",
+                addr: region.base,
+                reason: "larger than the host address space".to_owned(),
+            })?;
+            self.memory
+                .read_exact_volatile_from(GuestAddress(region.base), &mut file, count)
+                .map_err(|e| VmError::GuestWrite {
+                    what: "initramfs",
+                    addr: region.base,
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+        }
+
+        let dtb = build_fdt(&FdtConfig {
+            layout: &self.layout,
+            cmdline,
+            initrd: plan.initrd,
+        })?;
+        self.memory
+            .write_slice(&dtb, GuestAddress(plan.dtb.base))
+            .map_err(|e| VmError::GuestWrite {
+                what: "device tree",
+                addr: plan.dtb.base,
+                reason: e.to_string(),
+            })?;
+
+        let boot = self
+            .vcpus
+            .first()
+            .ok_or(VmError::Layout(LayoutError::Cpus {
+                cpus: 0,
+                max: crate::layout::MAX_CPUS,
+            }))?;
+        let set = |id: u64, value: u64, what: &str| {
+            boot.set_one_reg(id, &value.to_le_bytes())
+                .map(|_| ())
+                .map_err(kvm_err(format!("KVM_SET_ONE_REG {what} = {value:#x}")))
+        };
+        set(pc_reg_id(), plan.kernel_load, "pc")?;
+        set(x_reg_id(0), plan.dtb.base, "x0")?;
+        for n in 1..4 {
+            set(x_reg_id(n), 0, "x1..x3")?;
+        }
+        Ok(plan)
+    }
+
+    /// Runs every vCPU on its own thread until the guest powers off or resets, or a vCPU
+    /// fails; then stops the others and returns how the guest stopped.
+    pub fn run(self) -> Result<GuestExit, VmError> {
+        install_kick_handler()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(self.vcpus.len());
+        for (id, vcpu) in self.vcpus.into_iter().enumerate() {
+            let id = id as u32;
+            let mmio = Arc::clone(&self.mmio);
+            let thread_stop = Arc::clone(&stop);
+            let tx = tx.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || vcpu_loop(vcpu, id, &mmio, &thread_stop, &tx));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(source) => {
+                    stop.store(true, Ordering::SeqCst);
+                    stop_vcpus(&handles, self.memory);
+                    return Err(VmError::Thread { id, source });
+                }
+            }
+        }
+        drop(tx);
+        // Every thread sends exactly one event before it ends, unless it was stopped; the
+        // first one decides the outcome.
+        let exit = rx.recv().unwrap_or_else(|_| {
+            GuestExit::Error("every vCPU thread ended without an exit event".to_owned())
+        });
+        stop.store(true, Ordering::SeqCst);
+        stop_vcpus(&handles, self.memory);
+        Ok(exit)
+    }
+}
+
+/// Kicks the vCPU threads until they end (at most [`STOP_TIMEOUT`]) and joins them. If one
+/// does not end, guest RAM is leaked instead of unmapped, so a vCPU still in `KVM_RUN`
+/// never has its memory slot's mapping pulled from under it.
+fn stop_vcpus(handles: &[JoinHandle<()>], memory: GuestMemoryMmap) {
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        let running: Vec<&JoinHandle<()>> = handles.iter().filter(|h| !h.is_finished()).collect();
+        if running.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            log::warn!(
+                "{} vCPU thread(s) still in KVM_RUN after {STOP_TIMEOUT:?}; leaving them",
+                running.len()
+            );
+            std::mem::forget(memory);
+            return;
+        }
+        for h in running {
+            // A thread that ended between the check and the kick makes this fail; fine.
+            let _ = h.kill(SIGRTMIN());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    drop(memory);
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: the signal only makes KVM_RUN return EINTR.
+}
+
+fn install_kick_handler() -> Result<(), VmError> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(SIGRTMIN(), kick_handler).map_err(VmError::Signal);
+    });
+    result
+}
+
+fn vcpu_loop(
+    mut vcpu: VcpuFd,
+    id: u32,
+    mmio: &MmioBus,
+    stop: &AtomicBool,
+    tx: &mpsc::Sender<GuestExit>,
+) {
+    let exit = loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match vcpu.run() {
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                mmio.read(addr, data);
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                mmio.write(addr, data);
+            }
+            Ok(VcpuExit::SystemEvent(kind, data)) => {
+                break match kind {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => GuestExit::Shutdown,
+                    KVM_SYSTEM_EVENT_RESET => GuestExit::Reset,
+                    other => {
+                        GuestExit::Error(format!("vCPU {id}: system event {other} ({data:x?})"))
+                    }
+                };
+            }
+            Ok(VcpuExit::Intr) => {}
+            Ok(other) => break GuestExit::Error(format!("vCPU {id}: unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+            }
+            Err(e) => break GuestExit::Error(format!("vCPU {id}: KVM_RUN: {e}")),
+        }
+    };
+    let _ = tx.send(exit);
+}
+
+/// Boots `cfg` and reports: the whole `passthrough-vmm` run. A failure at any step is in
+/// the report as [`GuestExit::Error`], with exit code 1.
+pub fn run(cfg: &VmmConfig) -> Report {
+    let started = Instant::now();
+    let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
+    let layout = match cfg.layout() {
+        Ok(l) => l,
+        Err(e) => {
+            let fallback = MemoryLayout::new(cfg.cpus, cfg.mem_mib.saturating_mul(1 << 20));
+            return Report::new(
+                cfg,
+                &fallback,
+                None,
+                GuestExit::Error(e.to_string()),
+                Default::default(),
+                Default::default(),
+                Timings {
+                    setup_ms: 0.0,
+                    first_output_ms: None,
+                    total_ms: ms(Instant::now()),
+                },
+            );
+        }
+    };
+    let mut vm = match Vm::new(layout.clone(), Some(Box::new(io::stdout()))) {
+        Ok(vm) => vm,
+        Err(e) => {
+            return Report::new(
+                cfg,
+                &layout,
+                None,
+                GuestExit::Error(e.to_string()),
+                Default::default(),
+                Default::default(),
+                Timings {
+                    setup_ms: ms(Instant::now()),
+                    first_output_ms: None,
+                    total_ms: ms(Instant::now()),
+                },
+            );
+        }
+    };
+    let layout = vm.layout().clone();
+    let uart = Arc::clone(vm.uart());
+    let mmio = Arc::clone(vm.mmio_bus());
+    let (boot, exit, setup) = match vm.load(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline) {
+        Ok(plan) => {
+            let setup = ms(Instant::now());
+            let exit = vm.run().unwrap_or_else(|e| GuestExit::Error(e.to_string()));
+            (Some(plan), exit, setup)
+        }
+        Err(e) => (None, GuestExit::Error(e.to_string()), ms(Instant::now())),
+    };
+    let collected = uart.finish();
+    Report::new(
+        cfg,
+        &layout,
+        boot,
+        exit,
+        collected,
+        mmio.stats(),
+        Timings {
+            setup_ms: setup,
+            first_output_ms: uart.first_output().map(ms),
+            total_ms: ms(Instant::now()),
+        },
+    )
+}
