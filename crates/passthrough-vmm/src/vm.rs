@@ -242,6 +242,7 @@ impl Vm {
         mut layout: MemoryLayout,
         echo: Option<Box<dyn Write + Send>>,
     ) -> Result<Self, VmError> {
+        let t = Instant::now();
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         let ipa_cap = kvm.check_extension(Cap::ArmVmIPASize);
         layout.ipa_bits = if ipa_cap {
@@ -295,6 +296,7 @@ impl Vm {
         unsafe { vm_fd.set_user_memory_region(region) }
             .map_err(kvm_err(format!("KVM_SET_USER_MEMORY_REGION RAM at {ram}")))?;
 
+        log::info!("VM and RAM slot ready after {:?}", t.elapsed());
         let mut init = kvm_vcpu_init::default();
         vm_fd
             .get_preferred_target(&mut init)
@@ -314,6 +316,7 @@ impl Vm {
             vcpus.push(vcpu);
         }
 
+        log::info!("{} vCPUs ready after {:?}", layout.cpus, t.elapsed());
         let gic = create_device(&vm_fd, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, "vGICv3")?;
         set_addr_attr(&gic, "GICD", KVM_VGIC_V3_ADDR_TYPE_DIST, layout.gicd.base)?;
         set_addr_attr(&gic, "GICR", KVM_VGIC_V3_ADDR_TYPE_REDIST, layout.gicr_base)?;
@@ -322,6 +325,7 @@ impl Vm {
         ctrl_init(&gic, "vGICv3")?;
         ctrl_init(&its, "vITS")?;
 
+        log::info!("vGIC and vITS ready after {:?}", t.elapsed());
         let vm_fd = Arc::new(vm_fd);
         let mmio = Arc::new(MmioBus::new());
         let uart = Arc::new(Uart::new(echo));
@@ -455,6 +459,7 @@ impl Vm {
         initrd: Option<&Path>,
         cmdline: &str,
     ) -> Result<BootPlan, VmError> {
+        let t = Instant::now();
         let io = |op, path: &Path| {
             let path = path.to_owned();
             move |source| VmError::Io { op, path, source }
@@ -500,6 +505,11 @@ impl Vm {
             )));
         }
 
+        log::info!(
+            "kernel loaded at {:#x} after {:?}",
+            plan.kernel_load,
+            t.elapsed()
+        );
         if let (Some((path, mut file, len)), Some(region)) = (initrd_file, plan.initrd) {
             let count = usize::try_from(len).map_err(|_| VmError::GuestWrite {
                 what: "initramfs",
@@ -515,6 +525,7 @@ impl Vm {
                 })?;
         }
 
+        log::info!("initramfs loaded after {:?}", t.elapsed());
         let dtb = build_fdt(&FdtConfig {
             layout: &self.layout,
             cmdline,

@@ -24,38 +24,8 @@ use std::time::Instant;
 
 use testhost::initramfs::Initramfs;
 
-/// L2's `/init` (busybox ash). `vmmtest=ok` (default) reports what it sees and exits 0;
-/// `vmmtest=status7` exits 7; `vmmtest=nostatus` powers off without a status;
-/// `vmmtest=panic` ends init, which panics the kernel (`panic=-1` resets).
-const L2_INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mode=ok
-for arg in $(cat /proc/cmdline); do
-	case "$arg" in
-	vmmtest=*) mode="${arg#vmmtest=}" ;;
-	esac
-done
-its=false
-for n in /sys/firmware/devicetree/base/intc@*/msi-controller@*; do
-	[ -e "$n/msi-controller" ] && its=true
-done
-itsmsi=false
-grep -q ITS-MSI /proc/interrupts 2>/dev/null && itsmsi=true
-dmesg | grep -q "ITS@0x" && itsmsi=true
-read -r up _ </proc/uptime
-printf '@@VMM result {"mode":"%s","cpus":%s,"its_node":%s,"its_probed":%s,"uptime":%s}\n' \
-	"$mode" "$(grep -c ^processor /proc/cpuinfo)" "$its" "$itsmsi" "$up"
-case "$mode" in
-status7) echo "@@VMM status 7" ;;
-nostatus) ;;
-panic) exit 1 ;;
-*) echo "@@VMM status 0" ;;
-esac
-poweroff -f
-"#;
+/// L2's `/init` (busybox ash); see the comments in the file for its modes.
+const L2_INIT: &str = include_str!("l2/init.sh");
 
 fn in_guest() -> bool {
     std::env::var_os("TESTHOST_IN_GUEST").is_some_and(|v| v == "1")
@@ -96,8 +66,8 @@ impl Inputs {
     fn prepare() -> Self {
         let vmm = input("PASSTHROUGH_VMM_BIN", "/testhost/vmm/passthrough-vmm");
         let kernel = input("PASSTHROUGH_VMM_KERNEL", "/testhost/vmm/Image");
-        let busybox = input("PASSTHROUGH_VMM_BUSYBOX", "/bin/busybox");
         let initrd = std::env::temp_dir().join("passthrough-vmm-l2.cpio");
+        let busybox = input("PASSTHROUGH_VMM_BUSYBOX", "/bin/busybox");
         let mut fs = Initramfs::new();
         for dir in ["/bin", "/dev", "/proc", "/sys"] {
             fs.dir(dir, 0o755).unwrap();
