@@ -18,17 +18,62 @@
 //! `tests/regressions.rs` replays every crash ever found; `tests/seeds.rs` checks (and, with
 //! `FUZZ_WRITE_SEEDS=1`, writes) the seed corpora in `fuzz/corpus/<target>/`.
 
+pub mod cap_list;
+pub mod ioas_decode;
+pub mod msi;
 pub mod msix;
+pub mod passthrough;
+pub mod region_caps;
+pub mod vimsic;
+pub mod vits;
 pub mod wire;
 
 /// Every target: its name (the `fuzz_targets/<name>.rs` binary and corpus directory), its
 /// seeds as bytes, and its replay function over bytes.
 pub fn targets() -> Vec<Target> {
-    vec![Target {
-        name: "msix_trap",
-        seeds: encode_seeds(msix::seeds()),
-        replay: |b| msix::run(&<msix::MsixInput as wire::Wire>::from_bytes(b)),
-    }]
+    use wire::Wire;
+    vec![
+        Target {
+            name: "msix_trap",
+            seeds: encode_seeds(msix::seeds()),
+            replay: |b| msix::run(&msix::MsixInput::from_bytes(b)),
+        },
+        Target {
+            name: "msi_trap",
+            seeds: encode_seeds(msi::seeds()),
+            replay: |b| msi::run(&msi::MsiInput::from_bytes(b)),
+        },
+        Target {
+            name: "vits",
+            seeds: encode_seeds(vits::seeds()),
+            replay: |b| vits::run(&vits::VitsInput::from_bytes(b)),
+        },
+        Target {
+            name: "vimsic",
+            seeds: encode_seeds(vimsic::seeds()),
+            replay: |b| vimsic::run(&vimsic::ImsicInput::from_bytes(b)),
+        },
+        Target {
+            name: "cap_list",
+            seeds: encode_seeds(cap_list::seeds()),
+            replay: |b| cap_list::run(&cap_list::CapInput::from_bytes(b)),
+        },
+        Target {
+            name: "region_caps",
+            seeds: encode_seeds(region_caps::seeds()),
+            replay: |b| region_caps::run(&region_caps::RegionCapsInput::from_bytes(b)),
+        },
+        Target {
+            name: "ioas_decode",
+            seeds: encode_seeds(ioas_decode::seeds()),
+            replay: |b| ioas_decode::run(&ioas_decode::IoasDecodeInput::from_bytes(b)),
+        },
+        Target {
+            name: "passthrough",
+            seeds: encode_seeds(passthrough::seeds()),
+            replay: |b| passthrough::run(&passthrough::PtInput::from_bytes(b)),
+        },
+    ]
 }
 
 /// One fuzz target, as the seed writer and the regression tests see it.
