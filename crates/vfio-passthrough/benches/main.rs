@@ -105,7 +105,9 @@ fn device() -> PassthroughDevice<Dev, Router, Mapper> {
         Vec::new(),
         PassthroughConfig {
             devid: Some(8),
-            policy: DoorbellPolicy::KernelProgrammed { doorbell_iova: 0x800_0040 },
+            policy: DoorbellPolicy::KernelProgrammed {
+                doorbell_iova: 0x800_0040,
+            },
         },
     )
     .unwrap();

@@ -26,6 +26,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The doorbell plan failed (the configuration would need an RMR, or overlaps).
+    #[error("doorbell plan for {device}: {source}")]
+    Plan {
+        /// The device.
+        device: String,
+        /// The planner's reason.
+        #[source]
+        source: Box<doorbell_planner::PlanError>,
+    },
     /// After attach, the kernel's reserved IOVA windows did not match the plan.
     #[error("{device}: doorbell plan not honoured by the kernel: {reason}")]
     PlanMismatch {
@@ -37,14 +46,6 @@ pub enum Error {
     /// Creating an eventfd failed.
     #[error("eventfd creation failed: {0}")]
     Eventfd(#[source] std::io::Error),
-    /// A KVM call failed during setup.
-    #[error("{op} failed: {errno}")]
-    Kvm {
-        /// The ioctl.
-        op: &'static str,
-        /// The kernel's answer.
-        errno: iommufd_ioas::Errno,
-    },
 }
 
 /// A `Result` whose error is [`Error`].

@@ -29,6 +29,7 @@ mod device;
 mod error;
 mod kvm;
 mod parts;
+pub mod setup;
 mod vfio;
 
 pub use backend::{BackendError, DeviceBackend, GuestMapper, MsiRoute, MsiRouter};

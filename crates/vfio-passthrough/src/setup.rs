@@ -1,0 +1,340 @@
+//! The bring-up a VMM embeds, in the order the kernel requires:
+//!
+//! 1. [`PreparedDevice::open`]: open the VFIO cdev, bind it to an iommufd, read the host's
+//!    reserved regions (sysfs, before attach), probe the kernel (the proposed window option and
+//!    per-vector MSI IOVA), read the device's facts, and plan the doorbell with
+//!    `doorbell-planner`. The VMM then has [`PreparedDevice::plan`] before it creates its
+//!    vITS and writes its FDT: the vITS goes at `plan.controller_base`.
+//! 2. [`PreparedDevice::attach`]: set the planned software MSI window (user-window strategy,
+//!    before attach as the kernel requires), attach the device to a fresh IOAS, check that
+//!    the kernel reserved the window (`IOMMU_IOAS_IOVA_RANGES`), verify the physical doorbell
+//!    by enabling vector 0 once and reading the address the kernel programmed into the real
+//!    MSI-X table, and map guest RAM at IOVA = GPA.
+//! 3. [`AttachedDevice::into_device`]: build the [`PassthroughDevice`] on a router and mapper.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use doorbell_planner::{
+    ControllerGeometry, DeviceFacts as PlanDeviceFacts, GuestMap, KernelCaps, Plan, PlanInput,
+    StrategyChoice,
+};
+use iommufd_ioas::{Access, Ioas, Iommufd, IovaRange};
+use msi_trap::caps::CapabilityList;
+use msi_trap::msix::cap::MsixCapability;
+use msi_trap::msix::layout::RelocationPolicy;
+use vfio_cdev::{IrqIndex, PciAddress, VfioDevice};
+use vm_memory::GuestMemoryBackend;
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::backend::{DeviceBackend, GuestMapper, MsiRouter};
+use crate::device::{PassthroughConfig, PassthroughDevice};
+use crate::error::{Error, Result};
+use crate::parts::build_model;
+use crate::vfio::{DeviceFacts, VfioBackend};
+
+/// Which device to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// A VFIO cdev path (`/dev/vfio/devices/vfioN`).
+    Cdev(PathBuf),
+    /// A PCI address of a device bound to vfio-pci.
+    Pci(PciAddress),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+
+    /// A path (anything with a `/`) or a PCI address.
+    fn from_str(s: &str) -> Result<Self> {
+        if s.contains('/') {
+            Ok(DeviceSpec::Cdev(PathBuf::from(s)))
+        } else {
+            Ok(DeviceSpec::Pci(s.parse()?))
+        }
+    }
+}
+
+/// What the VMM tells the bring-up about its guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestSetup {
+    /// The guest memory map (RAM, fixed MMIO, IPA size) the planner must respect.
+    pub map: GuestMap,
+    /// Where the VMM would like its vITS, if it has a preference (honoured or refused).
+    pub preferred_base: Option<u64>,
+    /// Which strategy to use.
+    pub strategy: StrategyChoice,
+    /// Whether the guest has a vIOMMU (it then programs gIOVAs).
+    pub viommu: bool,
+}
+
+/// What the kernel and device offered, as probed; part of the VMM's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Probes {
+    /// `IOMMU_OPTION_SW_MSI_START/SIZE` answered (proposed UAPI).
+    pub sw_msi_window_option: bool,
+    /// `VFIO_IRQ_SET_DATA_MSI_IOVA` answered (proposed UAPI).
+    pub per_vector_msi_iova: bool,
+    /// The MSI-X table page may be mapped (`VFIO_REGION_INFO_CAP_MSIX_MAPPABLE`).
+    pub msix_mappable: bool,
+}
+
+/// The host page size.
+pub fn host_page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+/// A device opened, bound and planned for; not attached yet.
+#[derive(Debug)]
+pub struct PreparedDevice {
+    iommufd: Arc<Iommufd>,
+    dev: VfioDevice,
+    dev_id: u32,
+    input: PlanInput,
+    plan: Plan,
+    probes: Probes,
+}
+
+impl PreparedDevice {
+    /// Opens, binds and plans (step 1).
+    pub fn open(spec: &DeviceSpec, guest: GuestSetup) -> Result<Self> {
+        let iommufd = Iommufd::open()?;
+        Self::open_with(iommufd, spec, guest)
+    }
+
+    /// Step 1 on an iommufd the VMM already has.
+    pub fn open_with(iommufd: Arc<Iommufd>, spec: &DeviceSpec, guest: GuestSetup) -> Result<Self> {
+        let mut dev = match spec {
+            DeviceSpec::Cdev(p) => VfioDevice::open_cdev(p)?,
+            DeviceSpec::Pci(a) => VfioDevice::open_pci(*a)?,
+        };
+        let dev_id = dev.bind(&iommufd)?;
+        let reserved = dev.reserved_regions()?;
+        let sw_msi_window_option = iommufd.probe_sw_msi_window(dev_id)?.is_available();
+        let per_vector_msi_iova = dev.probe_msi_iova(IrqIndex::Msix)?.is_available();
+
+        // Device facts for the planner: MSIX_MAPPABLE on the table's BAR, and an MSI cap.
+        let config = dev.read_config_space()?;
+        let caps = CapabilityList::parse_lenient(&config[..config.len().min(256)])
+            .map(|l| l.list)
+            .ok();
+        let msix_mappable = match caps.as_ref().and_then(|l| l.msix()) {
+            Some(c) => {
+                let cap = MsixCapability::parse(&config, c.offset).map_err(|e| Error::Msix {
+                    device: dev.name().to_string(),
+                    reason: e.to_string(),
+                })?;
+                dev.region_info(u32::from(cap.table.bar.get()))?
+                    .msix_mappable()
+            }
+            None => false,
+        };
+        let has_msi = caps.as_ref().is_some_and(|l| l.msi().is_some());
+
+        let page = host_page_size();
+        let mut input = PlanInput::new(ControllerGeometry::GICV3_ITS, page);
+        input.guest = guest.map;
+        input.host.reserved = reserved;
+        input.kernel = KernelCaps {
+            sw_msi_window_option,
+            per_vector_msi_iova,
+            riscv_msi_remap: false,
+        };
+        input.device = PlanDeviceFacts {
+            msix_mappable,
+            has_msi,
+        };
+        input.guest_viommu = guest.viommu;
+        input.preferred_base = guest.preferred_base;
+        input.strategy = guest.strategy;
+        let plan = doorbell_planner::plan(&input).map_err(|e| Error::Plan {
+            device: dev.name().to_string(),
+            source: Box::new(e),
+        })?;
+        Ok(PreparedDevice {
+            iommufd,
+            dev,
+            dev_id,
+            input,
+            plan,
+            probes: Probes {
+                sw_msi_window_option,
+                per_vector_msi_iova,
+                msix_mappable,
+            },
+        })
+    }
+
+    /// The doorbell plan: the vITS goes at `plan().controller_base`.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// What the probes found.
+    pub fn probes(&self) -> Probes {
+        self.probes
+    }
+
+    /// The iommufd device ID.
+    pub fn dev_id(&self) -> u32 {
+        self.dev_id
+    }
+
+    /// Step 2: set the window (user-window strategy), attach to a fresh IOAS, check the
+    /// kernel's reserved window, verify the physical doorbell, map guest RAM at IOVA = GPA.
+    pub fn attach<G: GuestMemoryBackend>(mut self, guest_memory: &G) -> Result<AttachedDevice> {
+        let name = self.dev.name().to_string();
+        let mismatch = |reason: String| Error::PlanMismatch {
+            device: name.clone(),
+            reason,
+        };
+        if let Some(window) = self.plan.window_to_set() {
+            self.iommufd.set_sw_msi_window(self.dev_id, window)?;
+        }
+        let ioas = Arc::new(self.iommufd.alloc_ioas()?);
+        self.dev.attach_ioas(&ioas)?;
+        let ranges = ioas.iova_ranges()?;
+        self.plan
+            .check_iova_ranges(&ranges)
+            .map_err(|e| mismatch(e.to_string()))?;
+        let mapped = ioas.map_guest_memory(guest_memory, Access::READ_WRITE)?;
+        for r in &mapped {
+            if !self.input.guest.ram.iter().any(|g| g.covers(r)) {
+                log::warn!("guest memory {r} was not in the planned RAM map");
+            }
+        }
+        let (mut backend, facts) = VfioBackend::new(self.dev)?;
+        let observed = verify_doorbell(&mut backend, &facts, host_page_size())?;
+        if let Some(addr) = observed {
+            self.plan
+                .check_device_address(addr)
+                .map_err(|e| mismatch(e.to_string()))?;
+        }
+        Ok(AttachedDevice {
+            _iommufd: self.iommufd,
+            ioas,
+            backend,
+            facts,
+            plan: self.plan,
+            probes: self.probes,
+            observed_doorbell: observed,
+            mapped,
+        })
+    }
+}
+
+/// Enables vector 0 once with a throwaway eventfd and reads the address the kernel
+/// programmed into the real table, then disables MSI-X again. `None` when the table cannot
+/// be mapped or the device has no MSI-X.
+fn verify_doorbell(
+    backend: &mut VfioBackend,
+    facts: &DeviceFacts,
+    page: u64,
+) -> Result<Option<u64>> {
+    let Some(msix) = CapabilityList::parse_lenient(&facts.config)
+        .ok()
+        .and_then(|l| l.list.msix())
+    else {
+        return Ok(None);
+    };
+    let cap = MsixCapability::parse(&facts.config, msix.offset).map_err(|e| Error::Msix {
+        device: backend.device().name().to_string(),
+        reason: e.to_string(),
+    })?;
+    if !backend.map_table(&cap.real(), page)? {
+        return Ok(None);
+    }
+    let efd = EventFd::new(EFD_NONBLOCK).map_err(Error::Eventfd)?;
+    let dev = backend.device();
+    dev.set_vector_eventfd(IrqIndex::Msix, 0, Some(&efd))?;
+    let addr = backend.read_table_address(0);
+    backend.device().disable_irqs(IrqIndex::Msix)?;
+    addr.map_err(|e| Error::Msix {
+        device: backend.device().name().to_string(),
+        reason: format!("reading the real table: {e}"),
+    })
+}
+
+/// An attached device with guest RAM mapped; ready to become a [`PassthroughDevice`].
+#[derive(Debug)]
+pub struct AttachedDevice {
+    _iommufd: Arc<Iommufd>,
+    ioas: Arc<Ioas>,
+    backend: VfioBackend,
+    facts: DeviceFacts,
+    plan: Plan,
+    probes: Probes,
+    observed_doorbell: Option<u64>,
+    mapped: Vec<IovaRange>,
+}
+
+impl AttachedDevice {
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// What the probes found.
+    pub fn probes(&self) -> Probes {
+        self.probes
+    }
+
+    /// The doorbell address the kernel programmed into the real table when vector 0 was
+    /// enabled at setup, when it could be read.
+    pub fn observed_doorbell(&self) -> Option<u64> {
+        self.observed_doorbell
+    }
+
+    /// The IOAS the device is attached to.
+    pub fn ioas(&self) -> &Arc<Ioas> {
+        &self.ioas
+    }
+
+    /// The guest RAM ranges mapped at IOVA = GPA.
+    pub fn mapped(&self) -> &[IovaRange] {
+        &self.mapped
+    }
+
+    /// Step 3: the passthrough device, routing through `router` and mapping BAR pages
+    /// through `mapper`; `devid` is the DeviceID of the function in the guest's ITS.
+    pub fn into_device<R: MsiRouter, M: GuestMapper>(
+        mut self,
+        router: R,
+        mapper: M,
+        devid: u32,
+        relocation: RelocationPolicy,
+    ) -> Result<PassthroughDevice<VfioBackend, R, M>> {
+        let page = host_page_size();
+        let name = self.backend.device().name().to_string();
+        let parts = build_model(
+            &name,
+            &self.facts.config,
+            &self.facts.bars,
+            &self.facts.bar_regs,
+            relocation,
+            page,
+        )?;
+        if let Some(m) = &parts.msix
+            && !self.backend.table_mapped()
+        {
+            self.backend.map_table(&m.layout().real(), page)?;
+        }
+        let pieces = self
+            .backend
+            .map_direct_pieces(parts.msix.as_ref().map(|m| m.layout()), page)?;
+        PassthroughDevice::new(
+            self.backend,
+            router,
+            mapper,
+            parts.config,
+            parts.msix,
+            pieces,
+            PassthroughConfig {
+                devid: Some(devid),
+                policy: self.plan.policy,
+            },
+        )
+    }
+}
