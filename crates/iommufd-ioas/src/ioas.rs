@@ -304,7 +304,8 @@ impl Ioas {
 
     /// Copies the mapping `src_iova..src_iova + length` of `src` into this IOAS
     /// (`IOMMU_IOAS_COPY`) without pinning the pages again; returns the destination IOVA. The
-    /// source range must exactly match one earlier map.
+    /// source range must be fully mapped in `src` (the uapi header says it must match one
+    /// map exactly; Linux 7.2 also accepts a part of one, as the kernel tests show).
     pub fn copy_from(
         &self,
         src: &Ioas,

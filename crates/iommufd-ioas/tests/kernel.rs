@@ -139,11 +139,27 @@ fn auto_iova_and_copy_between_ioases() {
         .unwrap();
     assert_ne!(auto, 0x9000_0000);
     assert_eq!(auto % 0x1000, 0);
-    // The source range must match one map exactly.
+    // A part of a mapping can be copied (Linux 7.2 accepts any fully mapped source range);
+    // a source range with nothing mapped is a typed ENOENT naming both IOASes.
+    let part = dst
+        .copy_from(&src, 0x4000_1000, 0x1000, MapTarget::Auto, Access::READ)
+        .unwrap();
     let e = dst
-        .copy_from(&src, 0x4000_0000, 0x1000, MapTarget::Auto, Access::READ)
+        .copy_from(&src, 0x5000_0000, 0x1000, MapTarget::Auto, Access::READ)
         .unwrap_err();
-    assert!(matches!(e, Error::IoasCopy { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::IoasCopy {
+                src_iova: 0x5000_0000,
+                dst_iova: None,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(errno(&e), libc::ENOENT, "{e}");
+    dst.unmap(part, 0x1000).unwrap();
     assert_eq!(dst.unmap_all().unwrap(), 0x20_0000);
 }
 
@@ -168,13 +184,15 @@ fn map_file_from_memfd() {
         )
         .unwrap();
     assert_eq!(iova, 0x4000_0000);
-    // Past the end of the file: a typed error naming the fd and offset.
+    // Over an existing mapping: a typed EEXIST naming the fd, offset and IOVA. (Without an
+    // attached device iommufd pins file pages lazily, so a bad file is only refused when a
+    // device needs the pages; the fixed-IOVA conflict is checked at once.)
     let e = ioas
         .map_file(
             memfd.as_fd(),
-            0x40_0000,
-            0x20_0000,
-            MapTarget::Auto,
+            0,
+            0x1000,
+            MapTarget::Fixed(0x4010_0000),
             Access::READ,
         )
         .unwrap_err();
@@ -182,12 +200,14 @@ fn map_file_from_memfd() {
         matches!(
             e,
             Error::IoasMapFile {
-                offset: 0x40_0000,
+                offset: 0,
+                iova: Some(0x4010_0000),
                 ..
             }
         ),
         "{e}"
     );
+    assert_eq!(errno(&e), libc::EEXIST, "{e}");
     assert_eq!(ioas.unmap(0x4000_0000, 0x20_0000).unwrap(), 0x20_0000);
 }
 

@@ -252,8 +252,15 @@ impl VfioDevice {
         self.attached.as_ref().map(PageTable::id)
     }
 
-    /// Detaches the device from its page table (`VFIO_DEVICE_DETACH_IOMMUFD_PT`).
+    /// Detaches the device from its page table (`VFIO_DEVICE_DETACH_IOMMUFD_PT`). Detaching a
+    /// device that is not attached is refused ([`Error::NotAttached`]); the kernel would accept
+    /// it silently.
     pub fn detach(&mut self) -> Result<()> {
+        if self.attached.is_none() {
+            return Err(Error::NotAttached {
+                device: self.name.clone(),
+            });
+        }
         sys::detach_pt(&self.file).map_err(|errno| Error::Detach {
             device: self.name.clone(),
             errno,

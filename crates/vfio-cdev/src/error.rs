@@ -88,6 +88,12 @@ pub enum Error {
         /// The kernel's answer.
         errno: Errno,
     },
+    /// The device is not attached to a page table.
+    #[error("VFIO_DEVICE_DETACH_IOMMUFD_PT of {device}: the device is not attached")]
+    NotAttached {
+        /// The device.
+        device: String,
+    },
     /// `VFIO_DEVICE_DETACH_IOMMUFD_PT` failed.
     #[error("VFIO_DEVICE_DETACH_IOMMUFD_PT of {device} failed: {errno}")]
     Detach {
