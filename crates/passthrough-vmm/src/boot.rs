@@ -121,7 +121,7 @@ impl BootPlan {
         initrd_len: Option<u64>,
     ) -> Result<Self, BootError> {
         let ram_end = ram.end().ok_or(BootError::RamAlignment(ram))?;
-        if ram.base % 0x20_0000 != 0 || ram.size % 0x20_0000 != 0 {
+        if !ram.base.is_multiple_of(0x20_0000) || !ram.size.is_multiple_of(0x20_0000) {
             return Err(BootError::RamAlignment(ram));
         }
         let too_big = |what, need| BootError::DoesNotFit { what, need, ram };

@@ -78,7 +78,7 @@ pub struct FdtConfig<'a> {
 }
 
 /// The MPIDR_EL1 affinity KVM gives vCPU `id` (Linux `arch/arm64/kvm/sys_regs.c`,
-/// `reset_mpidr`: Aff0 = id[3:0], Aff1 = id[11:4], Aff2 = id[19:12]), which the `reg` of
+/// `reset_mpidr`: Aff0 = `id[3:0]`, Aff1 = `id[11:4]`, Aff2 = `id[19:12]`), which the `reg` of
 /// its cpu node must match.
 pub fn mpidr(id: u32) -> u64 {
     u64::from(id & 0xf) | (u64::from((id >> 4) & 0xff) << 8) | (u64::from((id >> 12) & 0xff) << 16)

@@ -380,7 +380,7 @@ impl MemoryLayout {
                 align: ITS_SIZE,
             });
         }
-        if self.ecam.size % ECAM_BUS_SIZE != 0 || self.ecam.size > 256 * ECAM_BUS_SIZE {
+        if !self.ecam.size.is_multiple_of(ECAM_BUS_SIZE) || self.ecam.size > 256 * ECAM_BUS_SIZE {
             return Err(LayoutError::Misaligned {
                 kind: RegionKind::PciEcam,
                 region: self.ecam,
@@ -439,9 +439,14 @@ impl MemoryLayout {
 mod tests {
     use super::*;
 
+    /// The default map (not through `Default`, so tests can edit it field by field).
+    fn base() -> MemoryLayout {
+        MemoryLayout::new(1, DEFAULT_RAM_SIZE)
+    }
+
     #[test]
     fn default_map_is_valid_and_as_documented() {
-        let l = MemoryLayout::default();
+        let l = base();
         l.validate().unwrap();
         assert_eq!(l.gicd, Region::new(0x0400_0000, 0x1_0000));
         assert_eq!(l.gicr(), Region::new(0x0402_0000, 0x2_0000));
@@ -475,7 +480,7 @@ mod tests {
 
     #[test]
     fn overlaps_are_named() {
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.uart.base = 0x0400_0000;
         match l.validate() {
             Err(LayoutError::Overlap { a, b, .. }) => {
@@ -493,7 +498,7 @@ mod tests {
 
     #[test]
     fn only_the_its_may_sit_in_the_msi_window() {
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         // The vITS straddles the window start by design.
         assert!(l.its.overlaps(&HOST_MSI_WINDOW));
         l.validate().unwrap();
@@ -516,7 +521,7 @@ mod tests {
 
     #[test]
     fn alignment_and_limits() {
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.its.base = 0x07ff_8000;
         assert!(matches!(
             l.validate(),
@@ -525,7 +530,7 @@ mod tests {
                 ..
             })
         ));
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.ram.base = 0x4001_0000; // 64 KiB but not 2 MiB aligned
         assert!(matches!(
             l.validate(),
@@ -534,13 +539,13 @@ mod tests {
                 ..
             })
         ));
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.ram.size = 0;
         assert!(matches!(l.validate(), Err(LayoutError::Empty { .. })));
-        let mut l = MemoryLayout::default();
-        l.ram.size = u64::MAX & !0xffff;
+        let mut l = base();
+        l.ram.size = !0xffff;
         assert!(matches!(l.validate(), Err(LayoutError::Wraps { .. })));
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.ram.size = 1 << 40;
         assert!(matches!(
             l.validate(),
@@ -549,7 +554,7 @@ mod tests {
                 ..
             })
         ));
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.pci_mmio32 = Region::new(0xf000_0000, 0x2000_0000);
         assert!(matches!(
             l.validate(),
@@ -558,7 +563,7 @@ mod tests {
                 ..
             })
         ));
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.ecam.size = 0x18_0000;
         assert!(matches!(
             l.validate(),
@@ -571,7 +576,7 @@ mod tests {
             let l = MemoryLayout::new(cpus, DEFAULT_RAM_SIZE);
             assert!(matches!(l.validate(), Err(LayoutError::Cpus { .. })));
         }
-        let mut l = MemoryLayout::default();
+        let mut l = base();
         l.ipa_bits = 64;
         assert_eq!(l.validate(), Err(LayoutError::IpaBits { bits: 64 }));
     }

@@ -404,9 +404,9 @@ impl Vm {
     ) -> Result<u32, VmError> {
         if region.size == 0
             || region.end().is_none()
-            || region.base % 0x1000 != 0
-            || region.size % 0x1000 != 0
-            || host_addr % 0x1000 != 0
+            || !region.base.is_multiple_of(0x1000)
+            || !region.size.is_multiple_of(0x1000)
+            || !host_addr.is_multiple_of(0x1000)
         {
             return Err(VmError::Slot {
                 region,
