@@ -25,8 +25,10 @@ macro_rules! ensure {
 /// - the controller frame has the geometry's size and alignment, lies below `2^ipa_bits`,
 ///   is at the preferred base when one was given, and `doorbell_gpa` is its doorbell
 ///   (`controller_base + 0x10040` for the vITS);
-/// - the frame and the MSI window miss guest RAM, guest MMIO and every host reserved region
-///   except `direct-relaxable` ones and the `msi` region the strategy uses or replaces;
+/// - the frame and the MSI window miss guest RAM and guest MMIO; the frame (which holds the
+///   doorbell page) and a user window also miss every host reserved region except
+///   `direct-relaxable` ones and the `msi` region the strategy uses or replaces (the kernel
+///   window is a host region itself, which other host regions may overlap);
 /// - guest RAM misses every host reserved region except `direct-relaxable` ones and, under
 ///   the user window, the default window it replaces;
 /// - no `direct` region exists (it would need an RMR);
@@ -190,26 +192,27 @@ pub fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), String> {
         ensure!(plan.pgoff.is_none(), "pgoff reported without a window");
     }
 
-    let guest: Vec<(String, IovaRange)> = input
-        .guest
-        .ram
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (format!("RAM {i}"), *r))
-        .chain(
-            input
-                .guest
-                .mmio
-                .iter()
-                .map(|m| (format!("MMIO {:?}", m.name), m.range)),
-        )
+    let guest = || {
+        input
+            .guest
+            .ram
+            .iter()
+            .map(|r| ("RAM", *r))
+            .chain(input.guest.mmio.iter().map(|m| (m.name.as_str(), m.range)))
+    };
+    // The kernel window is the host's own region: other host regions may overlap it (the
+    // host reserves both), but the frame, which holds the doorbell page, must miss them.
+    // A user window must miss them (the kernel would answer EADDRINUSE).
+    let window_vs_host = matches!(plan.strategy, Strategy::UserWindow { .. });
+    let placed: Vec<(&str, IovaRange, bool)> = std::iter::once(("controller frame", frame, true))
+        .chain(window.map(|w| ("MSI window", w, window_vs_host)))
         .collect();
-    let placed: Vec<(&str, IovaRange)> = std::iter::once(("controller frame", frame))
-        .chain(window.map(|w| ("MSI window", w)))
-        .collect();
-    for (what, r) in &placed {
-        for (name, g) in &guest {
-            ensure!(!r.overlaps(g), "{what} {r} overlaps guest {name} {g}");
+    for (what, r, vs_host) in &placed {
+        for (name, g) in guest() {
+            ensure!(!r.overlaps(&g), "{what} {r} overlaps guest {name:?} {g}");
+        }
+        if !vs_host {
+            continue;
         }
         for region in &input.host.reserved {
             if region.kind == ReservedKind::DirectRelaxable

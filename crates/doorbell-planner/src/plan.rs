@@ -373,18 +373,26 @@ impl<'a> Ctx<'a> {
                 });
             }
         }
-        let guest = guest_ranges(input);
-        for (i, (a, ra)) in guest.iter().enumerate() {
-            for (b, rb) in guest.iter().skip(i + 1) {
-                if ra.overlaps(rb) {
+        // Guest RAM and MMIO must be pairwise disjoint: sort by start and sweep, keeping the
+        // range that reaches highest so far; any overlap shows up against it.
+        let mut guest: Vec<(GuestObj<'_>, IovaRange)> = guest_objects(input).collect();
+        guest.sort_by_key(|(_, r)| r.start);
+        let mut reach: Option<(GuestObj<'_>, IovaRange)> = None;
+        for (obj, r) in guest {
+            if let Some((prev, pr)) = reach {
+                if pr.last >= r.start {
                     return Err(PlanError::Overlap {
-                        what: a.clone(),
-                        range: *ra,
-                        other: b.clone(),
-                        other_range: *rb,
+                        what: prev.label(),
+                        range: pr,
+                        other: obj.label(),
+                        other_range: r,
                     });
                 }
+                if r.last <= pr.last {
+                    continue;
+                }
             }
+            reach = Some((obj, r));
         }
 
         let mut notes = Vec::new();
@@ -489,17 +497,15 @@ impl<'a> Ctx<'a> {
 
     /// Checks that `range` (named `what`) misses guest RAM and MMIO.
     fn check_vs_guest(&self, what: &str, range: IovaRange) -> Result<(), PlanError> {
-        for (name, r) in guest_ranges(self.input) {
-            if range.overlaps(&r) {
-                return Err(PlanError::Overlap {
-                    what: what.to_string(),
-                    range,
-                    other: name,
-                    other_range: r,
-                });
-            }
+        match guest_objects(self.input).find(|(_, r)| range.overlaps(r)) {
+            Some((obj, r)) => Err(PlanError::Overlap {
+                what: what.to_string(),
+                range,
+                other: obj.label(),
+                other_range: r,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks that `range` (named `what`) misses every hole but `exempt`.
@@ -1015,20 +1021,37 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Guest RAM and MMIO with the names errors use.
-pub(crate) fn guest_ranges(input: &PlanInput) -> Vec<(String, IovaRange)> {
+/// A guest RAM or MMIO range, named only when an error needs it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum GuestObj<'a> {
+    Ram(usize),
+    Mmio(&'a str),
+}
+
+impl GuestObj<'_> {
+    pub(crate) fn label(&self) -> String {
+        match self {
+            GuestObj::Ram(i) => format!("guest RAM {i}"),
+            GuestObj::Mmio(name) => format!("guest MMIO {name:?}"),
+        }
+    }
+}
+
+/// Guest RAM then guest MMIO, in input order.
+pub(crate) fn guest_objects(
+    input: &PlanInput,
+) -> impl Iterator<Item = (GuestObj<'_>, IovaRange)> + '_ {
     input
         .guest
         .ram
         .iter()
         .enumerate()
-        .map(|(i, r)| (format!("guest RAM {i}"), *r))
+        .map(|(i, r)| (GuestObj::Ram(i), *r))
         .chain(
             input
                 .guest
                 .mmio
                 .iter()
-                .map(|m| (format!("guest MMIO {:?}", m.name), m.range)),
+                .map(|m| (GuestObj::Mmio(m.name.as_str()), m.range)),
         )
-        .collect()
 }

@@ -876,3 +876,21 @@ fn check_plan_catches_a_tampered_plan() {
     other.guest.ram.push(range(0x7f0_0000, 0x7ff_ffff));
     assert!(check_plan(&other, &good).is_err());
 }
+
+#[test]
+fn reserved_region_inside_the_kernel_window() {
+    // Away from the doorbell page: the host reserves both, the plan stands.
+    let mut input = test_host();
+    input
+        .host
+        .reserved
+        .push(region(0x808_0000, 0x808_ffff, ReservedKind::Reserved));
+    plan_ok(&input);
+    // Over the doorbell page: a write there may never reach the IOMMU.
+    input.host.reserved[1] = region(0x800_0000, 0x800_0fff, ReservedKind::Reserved);
+    let e = plan(&input).unwrap_err();
+    assert!(
+        matches!(e, PlanError::Overlap { ref what, .. } if what == "vITS frame"),
+        "{e}"
+    );
+}
