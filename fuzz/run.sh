@@ -45,7 +45,7 @@ fi
 
 start=$(date +%s)
 echo "== building ${#TARGETS[@]} targets (nightly, sanitizer $SANITIZER)"
-cargo +nightly fuzz build -s "$SANITIZER" -j "$JOBS"
+CARGO_BUILD_JOBS="$JOBS" cargo +nightly fuzz build -s "$SANITIZER"
 built=$(date +%s)
 echo "== build took $((built - start)) s"
 
@@ -57,7 +57,7 @@ for t in "${TARGETS[@]}"; do
     before=$(find "artifacts/$t" -type f | wc -l)
     t0=$(date +%s)
     set +e
-    cargo +nightly fuzz run -s "$SANITIZER" -j "$JOBS" "$t" "corpus-work/$t" "corpus/$t" -- \
+    CARGO_BUILD_JOBS="$JOBS" cargo +nightly fuzz run -s "$SANITIZER" "$t" "corpus-work/$t" "corpus/$t" -- \
         -max_total_time="$SECS" -print_final_stats=1 -rss_limit_mb=4096 -timeout=20 \
         -max_len=8192 > "run-logs/$t.log" 2>&1
     rc=$?

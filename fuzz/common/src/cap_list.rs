@@ -75,17 +75,28 @@ pub fn run(input: &CapInput) {
     let (list, lenient) = match (strict, lenient) {
         (Err(a), Err(b)) => {
             assert_eq!(a, b, "strict and lenient refuse the image differently");
-            assert!(config.len() != 256 && config.len() != 4096, "refused a {}-byte image", config.len());
+            assert!(
+                config.len() != 256 && config.len() != 4096,
+                "refused a {}-byte image",
+                config.len()
+            );
             return;
         }
         (Ok(list), Ok(l)) => {
-            assert!(l.standard_error.is_none() && l.extended_error.is_none(), "{l:?}");
+            assert!(
+                l.standard_error.is_none() && l.extended_error.is_none(),
+                "{l:?}"
+            );
             assert_eq!(l.list, list, "lenient list differs");
             (list, l)
         }
         (Err(e), Ok(l)) => {
             let first = l.standard_error.clone().or(l.extended_error.clone());
-            assert_eq!(first, Some(e), "strict error is not the first lenient fault");
+            assert_eq!(
+                first,
+                Some(e),
+                "strict error is not the first lenient fault"
+            );
             (l.list.clone(), l)
         }
         (Ok(list), Err(e)) => panic!("strict parse of {list:?} but lenient refuses: {e}"),
@@ -98,14 +109,23 @@ pub fn run(input: &CapInput) {
     let mut pointer = usize::from(config[0x34] & !3);
     for (i, c) in caps.iter().enumerate() {
         let (off, len) = (usize::from(c.offset), usize::from(c.len));
-        assert!(config[0x06] & 0x10 != 0, "capabilities without Status.CapList");
+        assert!(
+            config[0x06] & 0x10 != 0,
+            "capabilities without Status.CapList"
+        );
         assert_eq!(off, pointer, "capability {i} is not where the list points");
         assert!(off >= 0x40 && off % 4 == 0, "capability at {off:#x}");
-        assert!(len >= 2 && off + len <= 256, "capability at {off:#x} of {len} bytes");
+        assert!(
+            len >= 2 && off + len <= 256,
+            "capability at {off:#x} of {len} bytes"
+        );
         assert_eq!(c.id, config[off], "ID of capability at {off:#x}");
         for other in &caps[..i] {
             let (o, l) = (usize::from(other.offset), usize::from(other.len));
-            assert!(off + len <= o || o + l <= off, "capabilities at {off:#x} and {o:#x} overlap");
+            assert!(
+                off + len <= o || o + l <= off,
+                "capabilities at {off:#x} and {o:#x} overlap"
+            );
         }
         if c.id == PCI_CAP_ID_MSI {
             let _ = MsiCapability::parse(&config, c.offset);
@@ -134,10 +154,16 @@ pub fn run(input: &CapInput) {
     for c in ext {
         let off = usize::from(c.offset);
         assert_eq!(off, expect, "extended capability not where the list points");
-        assert!((0x100..0x1000).contains(&off) && off % 4 == 0, "extended at {off:#x}");
+        assert!(
+            (0x100..0x1000).contains(&off) && off % 4 == 0,
+            "extended at {off:#x}"
+        );
         assert!(seen.insert(off), "extended capability at {off:#x} twice");
         let h = le32(&config, off);
-        assert_eq!((u32::from(c.id), u32::from(c.version)), (h & 0xffff, (h >> 16) & 0xf));
+        assert_eq!(
+            (u32::from(c.id), u32::from(c.version)),
+            (h & 0xffff, (h >> 16) & 0xf)
+        );
         expect = ((h >> 20) & 0xffc) as usize;
         assert_eq!(list.find_extended(c.id).map(|x| x.id), Some(c.id));
     }
@@ -198,12 +224,48 @@ pub fn seeds() -> Vec<(&'static str, CapInput)> {
     let mut ext_loop = igb.clone();
     ext_loop[0x162..0x164].copy_from_slice(&((0x100u16 << 4) | 1).to_le_bytes());
     vec![
-        ("igb_pcie", CapInput { size_sel: 1, image: igb.clone() }),
-        ("igb_conventional", CapInput { size_sel: 0, image: igb[..256].to_vec() }),
-        ("standard_loop", CapInput { size_sel: 1, image: looped }),
-        ("overlap", CapInput { size_sel: 0, image: overlap }),
-        ("extended_loop", CapInput { size_sel: 1, image: ext_loop }),
-        ("wrong_size", CapInput { size_sel: 2, image: vec![0; 300] }),
+        (
+            "igb_pcie",
+            CapInput {
+                size_sel: 1,
+                image: igb.clone(),
+            },
+        ),
+        (
+            "igb_conventional",
+            CapInput {
+                size_sel: 0,
+                image: igb[..256].to_vec(),
+            },
+        ),
+        (
+            "standard_loop",
+            CapInput {
+                size_sel: 1,
+                image: looped,
+            },
+        ),
+        (
+            "overlap",
+            CapInput {
+                size_sel: 0,
+                image: overlap,
+            },
+        ),
+        (
+            "extended_loop",
+            CapInput {
+                size_sel: 1,
+                image: ext_loop,
+            },
+        ),
+        (
+            "wrong_size",
+            CapInput {
+                size_sel: 2,
+                image: vec![0; 300],
+            },
+        ),
     ]
 }
 

@@ -22,9 +22,12 @@
 
 use std::path::Path;
 
-use iommufd_ioas::proposed::{Support, SwMsiWindow, classify_option_probe, classify_set_irqs_probe};
+use iommufd_ioas::proposed::{
+    Support, SwMsiWindow, classify_option_probe, classify_set_irqs_probe,
+};
 use iommufd_ioas::{
-    Errno, HwInfo, HwInfoData, IommuOption, IovaRange, IovaRanges, ReservedKind, parse_reserved_regions,
+    Errno, HwInfo, HwInfoData, IommuOption, IovaRange, IovaRanges, ReservedKind,
+    parse_reserved_regions,
 };
 
 use crate::wire::{Reader, Wire, Writer, decode_ops};
@@ -220,8 +223,12 @@ fn build_sorted(pairs: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut next = 0u64;
     for (k, (gap, len)) in pairs.iter().enumerate() {
         let scale = |v: u64| if k % 2 == 0 { v % (1 << 40) } else { v };
-        let Some(start) = next.checked_add(scale(*gap)) else { break };
-        let Some(last) = start.checked_add(scale(*len) % (1 << 44)) else { break };
+        let Some(start) = next.checked_add(scale(*gap)) else {
+            break;
+        };
+        let Some(last) = start.checked_add(scale(*len) % (1 << 44)) else {
+            break;
+        };
         out.push((start, last));
         match last.checked_add(2) {
             Some(n) => next = n,
@@ -266,8 +273,16 @@ fn check_ranges(align: u64, pairs: &[(u64, u64)], probes: &[(u64, u64)]) {
         next = x.last.checked_add(1);
     }
     if let Some(last) = ranges.last() {
-        assert_eq!(all.last().map(|(x, _)| x.last), Some(last.last), "holes beyond the last range");
-        assert!(holes.iter().all(|h| h.last < last.start || h.start > last.last));
+        assert_eq!(
+            all.last().map(|(x, _)| x.last),
+            Some(last.last),
+            "holes beyond the last range"
+        );
+        assert!(
+            holes
+                .iter()
+                .all(|h| h.last < last.start || h.start > last.last)
+        );
     } else {
         assert!(holes.is_empty());
     }
@@ -306,8 +321,14 @@ fn check_reserved(bytes: &[u8]) {
             ReservedKind::Msi => "msi",
             ReservedKind::Other(s) => s.as_str(),
         };
-        assert!(!kind.is_empty() && !kind.contains(char::is_whitespace), "kind {kind:?}");
-        rendered.push_str(&format!("0x{:016x} 0x{:016x} {kind}\n", r.range.start, r.range.last));
+        assert!(
+            !kind.is_empty() && !kind.contains(char::is_whitespace),
+            "kind {kind:?}"
+        );
+        rendered.push_str(&format!(
+            "0x{:016x} 0x{:016x} {kind}\n",
+            r.range.start, r.range.last
+        ));
     }
     match parse_reserved_regions(&rendered, path) {
         Ok(again) => assert_eq!(again, regions, "round trip"),
@@ -316,9 +337,14 @@ fn check_reserved(bytes: &[u8]) {
 }
 
 fn check_hw_info(data_type: u32, reported_len: u32, bytes: &[u8], caps: u64) {
-    let ty = if data_type < 8 { data_type % 5 } else { data_type };
+    let ty = if data_type < 8 {
+        data_type % 5
+    } else {
+        data_type
+    };
     let len = (reported_len as usize).min(bytes.len());
-    let u32_at = |o: usize| u32::from_ne_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let u32_at =
+        |o: usize| u32::from_ne_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let u64_at = |o: usize| u64::from(u32_at(o)) | u64::from(u32_at(o + 4)) << 32;
     let need = match ty {
         0 => 0,
@@ -341,11 +367,23 @@ fn check_hw_info(data_type: u32, reported_len: u32, bytes: &[u8], caps: u64) {
     assert_eq!(info.dirty_tracking(), caps & 1 != 0);
     match info.data {
         HwInfoData::None => assert_eq!(ty, 0),
-        HwInfoData::IntelVtd { flags, cap_reg, ecap_reg } => {
+        HwInfoData::IntelVtd {
+            flags,
+            cap_reg,
+            ecap_reg,
+        } => {
             assert_eq!(ty, 1);
-            assert_eq!((flags, cap_reg, ecap_reg), (u32_at(0), u64_at(8), u64_at(16)));
+            assert_eq!(
+                (flags, cap_reg, ecap_reg),
+                (u32_at(0), u64_at(8), u64_at(16))
+            );
         }
-        HwInfoData::ArmSmmuV3 { flags, idr, iidr, aidr } => {
+        HwInfoData::ArmSmmuV3 {
+            flags,
+            idr,
+            iidr,
+            aidr,
+        } => {
             assert_eq!(ty, 2);
             assert_eq!((flags, iidr, aidr), (u32_at(0), u32_at(32), u32_at(36)));
             for (i, v) in idr.iter().enumerate() {
@@ -356,7 +394,10 @@ fn check_hw_info(data_type: u32, reported_len: u32, bytes: &[u8], caps: u64) {
             assert_eq!(ty, 4);
             assert_eq!((efr, efr2), (u64_at(0), u64_at(8)));
         }
-        HwInfoData::Raw { data_type, bytes: raw } => {
+        HwInfoData::Raw {
+            data_type,
+            bytes: raw,
+        } => {
             assert_eq!(data_type, ty);
             assert!(ty == 3 || ty > 4, "type {ty} left raw");
             assert_eq!(raw, &bytes[..len], "raw bytes");
@@ -425,8 +466,16 @@ pub fn run(input: &IoasDecodeInput) {
                 sorted,
                 probes,
             } => {
-                let align = if *raw_align { *align } else { 1u64 << (align % 64) };
-                let pairs = if *sorted { build_sorted(pairs) } else { pairs.clone() };
+                let align = if *raw_align {
+                    *align
+                } else {
+                    1u64 << (align % 64)
+                };
+                let pairs = if *sorted {
+                    build_sorted(pairs)
+                } else {
+                    pairs.clone()
+                };
                 check_ranges(align, &pairs, probes);
             }
             DecodeOp::Reserved(b) => check_reserved(b),
@@ -516,7 +565,9 @@ pub fn seeds() -> Vec<(&'static str, IoasDecodeInput)> {
                         probes: vec![(0, u64::MAX)],
                     },
                     DecodeOp::Reserved(b"0x1 0x0 msi\n".to_vec()),
-                    DecodeOp::Reserved(b"\n  \n0x00000000 0xffffffffffffffff direct extra\n".to_vec()),
+                    DecodeOp::Reserved(
+                        b"\n  \n0x00000000 0xffffffffffffffff direct extra\n".to_vec(),
+                    ),
                     DecodeOp::HwInfo {
                         data_type: 4,
                         reported_len: 100,

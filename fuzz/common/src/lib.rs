@@ -23,6 +23,7 @@ pub mod ioas_decode;
 pub mod msi;
 pub mod msix;
 pub mod passthrough;
+pub mod planner;
 pub mod region_caps;
 pub mod vimsic;
 pub mod vits;
@@ -72,6 +73,11 @@ pub fn targets() -> Vec<Target> {
             name: "passthrough",
             seeds: encode_seeds(passthrough::seeds()),
             replay: |b| passthrough::run(&passthrough::PtInput::from_bytes(b)),
+        },
+        Target {
+            name: "planner",
+            seeds: encode_seeds(planner::seeds()),
+            replay: |b| planner::run(&planner::PlannerInput::from_bytes(b)),
         },
     ]
 }

@@ -352,7 +352,8 @@ impl Model {
         for v in 0..self.vectors() {
             if v < 32 && self.pending & (1 << v) != 0 && self.deliverable(v) {
                 self.pending &= !(1 << v);
-                self.released.insert(v, (self.address(), self.vector_data(v)));
+                self.released
+                    .insert(v, (self.address(), self.vector_data(v)));
             }
         }
     }
@@ -415,13 +416,24 @@ impl Run {
         let batch = self.msi.take_updates();
         let mut last = None;
         for u in &batch.updates {
-            assert!(last < Some(u.index), "batch unsorted or repeats {}", u.index);
+            assert!(
+                last < Some(u.index),
+                "batch unsorted or repeats {}",
+                u.index
+            );
             last = Some(u.index);
             let v = u.index;
-            assert!(v < self.model.vectors(), "update of vector {v} beyond 2^MMC");
+            assert!(
+                v < self.model.vectors(),
+                "update of vector {v} beyond 2^MMC"
+            );
             assert_eq!(u.is_deliverable(), self.model.deliverable(v), "vector {v}");
             assert_eq!(u.masked, self.model.masked(v), "mask of vector {v}");
-            assert_eq!(u.enabled, self.model.enabled && self.model.allocated(v), "vector {v}");
+            assert_eq!(
+                u.enabled,
+                self.model.enabled && self.model.allocated(v),
+                "vector {v}"
+            );
             if u.is_deliverable() {
                 let want = (self.model.address(), self.model.vector_data(v));
                 assert_eq!((u.address, u.data), want, "message of vector {v}");
@@ -447,7 +459,10 @@ impl Run {
         let all = self.msi.device_program(policy);
         let for_batch = self.msi.device_program_for(policy, &self.last_batch);
         if choice == PolicyChoice::TableWrite {
-            assert!(all.is_err() && for_batch.is_err(), "MSI has no table to write");
+            assert!(
+                all.is_err() && for_batch.is_err(),
+                "MSI has no table to write"
+            );
             return;
         }
         let (Ok(all), Ok(for_batch)) = (all, for_batch) else {
@@ -455,7 +470,10 @@ impl Run {
         };
         for p in all.iter().chain(&for_batch) {
             let v = p.vector();
-            assert!(self.model.deliverable(v), "program for undeliverable vector {v}");
+            assert!(
+                self.model.deliverable(v),
+                "program for undeliverable vector {v}"
+            );
             match *p {
                 DeviceProgram::KernelProgrammed { guest_address, .. } => {
                     assert_eq!(guest_address, self.model.address())
@@ -548,7 +566,11 @@ impl Run {
         for v in 0..self.model.vectors() {
             let pending = v < 32 && self.model.pending & (1 << v) != 0;
             assert_eq!(self.msi.is_pending(v), pending, "Pending bit {v}");
-            assert_eq!(self.msi.is_deliverable(v), self.model.deliverable(v), "vector {v}");
+            assert_eq!(
+                self.msi.is_deliverable(v),
+                self.model.deliverable(v),
+                "vector {v}"
+            );
         }
         if !self.msi.updates_due() {
             self.check_routes("no batch due");
@@ -561,7 +583,9 @@ impl PolicyChoice {
     fn policy_for_msi(self) -> msi_trap::write_through::DoorbellPolicy {
         use msi_trap::write_through::DoorbellPolicy;
         match self {
-            PolicyChoice::Kernel(doorbell_iova) => DoorbellPolicy::KernelProgrammed { doorbell_iova },
+            PolicyChoice::Kernel(doorbell_iova) => {
+                DoorbellPolicy::KernelProgrammed { doorbell_iova }
+            }
             PolicyChoice::PerVector => DoorbellPolicy::PerVectorIova,
             PolicyChoice::TableWrite => DoorbellPolicy::TableAddressWrite,
         }

@@ -621,7 +621,13 @@ impl Model {
 
 /// Fills a buffer of `len` bytes with `value` repeated.
 fn fill(value: u64, len: usize) -> Vec<u8> {
-    value.to_le_bytes().iter().copied().cycle().take(len).collect()
+    value
+        .to_le_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .collect()
 }
 
 fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
@@ -636,13 +642,23 @@ pub fn check_layout(layout: &MsixLayout) {
     for pair in ranges.windows(2) {
         let sorted = pair[0].bar < pair[1].bar
             || (pair[0].bar == pair[1].bar && pair[0].end < pair[1].start);
-        assert!(sorted, "trap ranges overlap, touch or are unsorted: {ranges:?}");
+        assert!(
+            sorted,
+            "trap ranges overlap, touch or are unsorted: {ranges:?}"
+        );
     }
     for r in &ranges {
         assert!(r.start < r.end, "empty trap range {r:?}");
-        assert_eq!(r.start % page, 0, "trap range start not page aligned: {r:?}");
+        assert_eq!(
+            r.start % page,
+            0,
+            "trap range start not page aligned: {r:?}"
+        );
         let size = layout.guest_bars()[r.bar.as_usize()].size;
-        assert!(r.end <= size, "trap range {r:?} beyond guest BAR size {size:#x}");
+        assert!(
+            r.end <= size,
+            "trap range {r:?} beyond guest BAR size {size:#x}"
+        );
     }
     let trapped = |bar: BarIndex, start: u64, len: u64| {
         // Every byte of [start, start + len) lies in one of the (merged) ranges.
@@ -670,7 +686,10 @@ pub fn check_layout(layout: &MsixLayout) {
     }
     let real = layout.real();
     if layout.relocation() != Relocation::None {
-        for (what, region, len) in [("real table", real.table, tlen), ("real PBA", real.pba, plen)] {
+        for (what, region, len) in [
+            ("real table", real.table, tlen),
+            ("real PBA", real.pba, plen),
+        ] {
             assert!(
                 trapped(region.bar, region.offset, len),
                 "hidden {what} at {region:?} is not trapped: {ranges:?}"
@@ -691,8 +710,16 @@ pub fn check_layout(layout: &MsixLayout) {
             bar: real.table.bar,
             offset: real.table.offset + 16 * v,
         };
-        assert_eq!(layout.guest_to_real(g.bar, g.offset), Some(r), "guest_to_real of vector {v}");
-        assert_eq!(layout.real_to_guest(r.bar, r.offset), Some(g), "real_to_guest of vector {v}");
+        assert_eq!(
+            layout.guest_to_real(g.bar, g.offset),
+            Some(r),
+            "guest_to_real of vector {v}"
+        );
+        assert_eq!(
+            layout.real_to_guest(r.bar, r.offset),
+            Some(g),
+            "real_to_guest of vector {v}"
+        );
     }
 }
 
@@ -778,14 +805,30 @@ impl Run {
         let batch = self.msix.take_updates();
         let mut last = None;
         for u in &batch.updates {
-            assert!(last < Some(u.index), "batch not sorted or repeats vector {}", u.index);
+            assert!(
+                last < Some(u.index),
+                "batch not sorted or repeats vector {}",
+                u.index
+            );
             last = Some(u.index);
             let v = usize::from(u.index);
-            assert!(u.index < self.model.vectors, "update for vector {} beyond the table", u.index);
-            assert_eq!(u.is_deliverable(), self.model.deliverable(v), "deliverability of {v}");
+            assert!(
+                u.index < self.model.vectors,
+                "update for vector {} beyond the table",
+                u.index
+            );
+            assert_eq!(
+                u.is_deliverable(),
+                self.model.deliverable(v),
+                "deliverability of {v}"
+            );
             assert_eq!(u.enabled, self.model.enabled, "enable of vector {v}");
             assert_eq!(u.masked, self.model.masked(v), "mask of vector {v}");
-            assert_eq!((u.address, u.data), self.model.message(v), "message of vector {v}");
+            assert_eq!(
+                (u.address, u.data),
+                self.model.message(v),
+                "message of vector {v}"
+            );
             if u.is_deliverable() {
                 self.routes.insert(u.index, (u.address, u.data));
             } else {
@@ -811,7 +854,10 @@ impl Run {
         let real = self.layout.real().table;
         for p in all.iter().chain(&for_batch) {
             let v = usize::from(p.vector());
-            assert!(self.model.deliverable(v), "program for undeliverable vector {v}: {p:?}");
+            assert!(
+                self.model.deliverable(v),
+                "program for undeliverable vector {v}: {p:?}"
+            );
             let (addr, _) = self.model.message(v);
             match *p {
                 DeviceProgram::KernelProgrammed {
@@ -829,7 +875,11 @@ impl Run {
                 DeviceProgram::SetIova { iova, .. } => assert_eq!(iova, addr),
                 DeviceProgram::WriteTableAddress(w) => {
                     assert_eq!(w.at.bar, real.bar, "table write to another BAR");
-                    assert_eq!(w.at.offset, real.offset + 16 * v as u64, "table write offset");
+                    assert_eq!(
+                        w.at.offset,
+                        real.offset + 16 * v as u64,
+                        "table write offset"
+                    );
                     assert_eq!(p.device_address(), Some(addr));
                 }
             }
@@ -837,7 +887,11 @@ impl Run {
         let deliverable = (0..self.model.entries.len())
             .filter(|&v| self.model.deliverable(v))
             .count();
-        assert_eq!(all.len(), deliverable, "device_program misses deliverable vectors");
+        assert_eq!(
+            all.len(),
+            deliverable,
+            "device_program misses deliverable vectors"
+        );
         // Data independence: rewrite every data dword, nothing device-bound may change.
         let mut other = self.msix.clone();
         for v in 0..u64::from(self.model.vectors) {
@@ -891,7 +945,11 @@ impl Run {
                 match self.msix.write_bar(bar, off, &bytes) {
                     BarAccess::Forward(at) => {
                         assert_eq!(target, ModelTarget::Other, "forwarded a table/PBA access");
-                        assert_eq!(at, MsixRegion { bar, offset: off }, "forward moved the access");
+                        assert_eq!(
+                            at,
+                            MsixRegion { bar, offset: off },
+                            "forward moved the access"
+                        );
                         self.check_forward(at, len);
                     }
                     BarAccess::Handled => {
@@ -983,7 +1041,11 @@ impl Run {
         }
         // Model and emulation agree on every vector's state.
         assert_eq!(self.msix.enabled(), self.model.enabled, "MSI-X Enable");
-        assert_eq!(self.msix.function_masked(), self.model.fmask, "Function Mask");
+        assert_eq!(
+            self.msix.function_masked(),
+            self.model.fmask,
+            "Function Mask"
+        );
         if !self.msix.updates_due() {
             self.check_routes("no batch due");
         }
@@ -993,10 +1055,21 @@ impl Run {
         for v in 0..self.model.vectors {
             let i = usize::from(v);
             let e = self.model.entries[i];
-            let got = self.msix.entry(v).map(|g| [g.address_lo, g.address_hi, g.data, g.vector_control]);
+            let got = self
+                .msix
+                .entry(v)
+                .map(|g| [g.address_lo, g.address_hi, g.data, g.vector_control]);
             assert_eq!(got, Some(e), "entry {v}");
-            assert_eq!(self.msix.is_pending(v), self.model.pending[i], "Pending bit {v}");
-            assert_eq!(self.msix.is_deliverable(v), self.model.deliverable(i), "vector {v}");
+            assert_eq!(
+                self.msix.is_pending(v),
+                self.model.pending[i],
+                "Pending bit {v}"
+            );
+            assert_eq!(
+                self.msix.is_deliverable(v),
+                self.model.deliverable(i),
+                "vector {v}"
+            );
             assert!(
                 !(self.msix.is_pending(v) && self.msix.is_deliverable(v)),
                 "vector {v} deliverable and pending"
@@ -1175,7 +1248,11 @@ mod tests {
     fn seeds_replay_clean() {
         for (name, s) in seeds() {
             assert!(s.build().is_some(), "seed {name} builds");
-            assert_eq!(MsixInput::from_bytes(&s.to_bytes()), s, "seed {name} encodes");
+            assert_eq!(
+                MsixInput::from_bytes(&s.to_bytes()),
+                s,
+                "seed {name} encodes"
+            );
             run(&s);
         }
     }

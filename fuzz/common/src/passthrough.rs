@@ -525,10 +525,12 @@ impl MsiRouter for FakeRouter {
     fn release_gsi(&mut self, gsi: u32) {
         let mut w = self.0.lock();
         if w.routes.contains_key(&gsi) || w.irqfds.contains_key(&gsi) {
-            w.violations.push(format!("GSI {gsi} released with a route or irqfd"));
+            w.violations
+                .push(format!("GSI {gsi} released with a route or irqfd"));
         }
         if !w.gsis.remove(&gsi) {
-            w.violations.push(format!("GSI {gsi} released twice or never allocated"));
+            w.violations
+                .push(format!("GSI {gsi} released twice or never allocated"));
         }
     }
     fn set_routes(&mut self, changes: &[(u32, Option<MsiRoute>)]) -> Result<(), BackendError> {
@@ -539,7 +541,8 @@ impl MsiRouter for FakeRouter {
         }
         for (gsi, route) in changes {
             if !w.gsis.contains(gsi) {
-                w.violations.push(format!("route change on unallocated GSI {gsi}"));
+                w.violations
+                    .push(format!("route change on unallocated GSI {gsi}"));
             }
             match route {
                 Some(r) => w.routes.insert(*gsi, *r),
@@ -554,14 +557,16 @@ impl MsiRouter for FakeRouter {
             return Err("injected irqfd failure".into());
         }
         if w.irqfds.insert(gsi, eventfd.as_raw_fd()).is_some() {
-            w.violations.push(format!("irqfd assigned twice to GSI {gsi}"));
+            w.violations
+                .push(format!("irqfd assigned twice to GSI {gsi}"));
         }
         Ok(())
     }
     fn deassign_irqfd(&mut self, eventfd: &EventFd, gsi: u32) -> Result<(), BackendError> {
         let mut w = self.0.lock();
         if w.irqfds.remove(&gsi) != Some(eventfd.as_raw_fd()) {
-            w.violations.push(format!("irqfd of GSI {gsi} deassigned but not assigned"));
+            w.violations
+                .push(format!("irqfd of GSI {gsi} deassigned but not assigned"));
         }
         Ok(())
     }
@@ -590,7 +595,8 @@ impl GuestMapper for FakeMapper {
     fn unmap(&mut self, handle: u32) -> Result<(), BackendError> {
         let mut w = self.0.lock();
         if !w.mapped.remove(&handle) {
-            w.violations.push(format!("unmap of unknown handle {handle}"));
+            w.violations
+                .push(format!("unmap of unknown handle {handle}"));
         }
         Ok(())
     }
@@ -648,7 +654,11 @@ impl Run {
             return;
         }
         let faults = self.dev.faults();
-        assert_eq!(faults.router + faults.device + faults.mapping, 0, "{when}: {faults:?}");
+        assert_eq!(
+            faults.router + faults.device + faults.mapping,
+            0,
+            "{when}: {faults:?}"
+        );
         let mut live = BTreeSet::new();
         for r in &reports {
             let fd = match self.dev.vector_eventfd(r.index) {
@@ -663,7 +673,12 @@ impl Run {
                 .collect();
             let deliverable = r.enabled && !r.masked;
             if deliverable {
-                assert_eq!(assigned.len(), 1, "{when}: vector {} deliverable, irqfds {assigned:?}", r.index);
+                assert_eq!(
+                    assigned.len(),
+                    1,
+                    "{when}: vector {} deliverable, irqfds {assigned:?}",
+                    r.index
+                );
                 let gsi = assigned[0];
                 assert_eq!(r.gsi, Some(gsi), "{when}: vector {} GSI", r.index);
                 let want = MsiRoute {
@@ -671,20 +686,40 @@ impl Run {
                     data: r.guest_data,
                     devid: self.devid,
                 };
-                assert_eq!(w.routes.get(&gsi), Some(&want), "{when}: route of vector {}", r.index);
-                assert!(w.enabled.contains(&r.index), "{when}: vector {} not enabled on the device", r.index);
+                assert_eq!(
+                    w.routes.get(&gsi),
+                    Some(&want),
+                    "{when}: route of vector {}",
+                    r.index
+                );
+                assert!(
+                    w.enabled.contains(&r.index),
+                    "{when}: vector {} not enabled on the device",
+                    r.index
+                );
             } else {
-                assert!(assigned.is_empty(), "{when}: vector {} not deliverable but has irqfd {assigned:?}", r.index);
+                assert!(
+                    assigned.is_empty(),
+                    "{when}: vector {} not deliverable but has irqfd {assigned:?}",
+                    r.index
+                );
             }
             if !r.enabled {
-                assert_eq!(r.gsi, None, "{when}: disabled vector {} keeps a GSI", r.index);
+                assert_eq!(
+                    r.gsi, None,
+                    "{when}: disabled vector {} keeps a GSI",
+                    r.index
+                );
             }
             if let Some(g) = r.gsi {
                 live.insert(g);
             }
         }
         for gsi in w.routes.keys() {
-            assert!(live.contains(gsi), "{when}: route on GSI {gsi} no vector owns");
+            assert!(
+                live.contains(gsi),
+                "{when}: route on GSI {gsi} no vector owns"
+            );
         }
     }
 
@@ -750,9 +785,11 @@ impl Run {
                 let reg = 0x10 + 4 * u16::from(bar);
                 self.dev.write_config(reg, &(gpa as u32).to_le_bytes());
                 if bar < 5 {
-                    self.dev.write_config(reg + 4, &((gpa >> 32) as u32).to_le_bytes());
+                    self.dev
+                        .write_config(reg + 4, &((gpa >> 32) as u32).to_le_bytes());
                 }
-                self.dev.write_config(0x04, &[if decode { 0x06 } else { 0x04 }]);
+                self.dev
+                    .write_config(0x04, &[if decode { 0x06 } else { 0x04 }]);
             }
         }
         self.check("after an operation");
@@ -767,7 +804,14 @@ pub fn run(input: &PtInput) {
     };
     let config = input.config();
     let bars = msix_in.bar_infos();
-    let Ok(parts) = build_model("fuzz", &config, &bars, &input.bar_regs(), input.reloc(), 0x1000) else {
+    let Ok(parts) = build_model(
+        "fuzz",
+        &config,
+        &bars,
+        &input.bar_regs(),
+        input.reloc(),
+        0x1000,
+    ) else {
         return;
     };
     let Some(msix) = parts.msix else {
@@ -784,7 +828,11 @@ pub fn run(input: &PtInput) {
         faults: input.faults,
         table: vec![(0, 0); vectors],
         real_structs: vec![
-            (real.table.bar.get(), real.table.offset, layout_used.table_len()),
+            (
+                real.table.bar.get(),
+                real.table.offset,
+                layout_used.table_len(),
+            ),
             (real.pba.bar.get(), real.pba.offset, layout_used.pba_len()),
         ],
         ..World::default()
@@ -800,7 +848,8 @@ pub fn run(input: &PtInput) {
             continue;
         }
         for (s, e) in subtract_traps(i as u8, &[(0, b.size)], &traps, 0x1000) {
-            let Some(host_ptr) = host.get_mut(s as usize..e as usize).map(|h| h.as_mut_ptr()) else {
+            let Some(host_ptr) = host.get_mut(s as usize..e as usize).map(|h| h.as_mut_ptr())
+            else {
                 continue;
             };
             pieces.push(DirectPiece {
@@ -848,9 +897,21 @@ pub fn run(input: &PtInput) {
     drop(dev);
     let w = world.lock();
     assert!(w.violations.is_empty(), "at teardown: {:?}", w.violations);
-    assert!(w.mapped.is_empty(), "mappings left after drop: {:?}", w.mapped);
-    assert!(w.routes.is_empty(), "routes left after drop: {:?}", w.routes);
-    assert!(w.irqfds.is_empty(), "irqfds left after drop: {:?}", w.irqfds);
+    assert!(
+        w.mapped.is_empty(),
+        "mappings left after drop: {:?}",
+        w.mapped
+    );
+    assert!(
+        w.routes.is_empty(),
+        "routes left after drop: {:?}",
+        w.routes
+    );
+    assert!(
+        w.irqfds.is_empty(),
+        "irqfds left after drop: {:?}",
+        w.irqfds
+    );
     assert!(w.gsis.is_empty(), "GSIs left after drop: {:?}", w.gsis);
 }
 

@@ -15,7 +15,9 @@
 //! * the number of capabilities is at most `len / 8`;
 //! * round trip: the capabilities serialized into a fresh buffer parse back equal.
 
-use vfio_cdev::{CapChainError, REGION_INFO_HEADER_LEN, RegionCap, SparseMmapArea, parse_region_caps};
+use vfio_cdev::{
+    CapChainError, REGION_INFO_HEADER_LEN, RegionCap, SparseMmapArea, parse_region_caps,
+};
 
 use crate::wire::{Reader, Wire, Writer};
 
@@ -175,10 +177,18 @@ pub fn run(input: &RegionCapsInput) {
             let w: Vec<RegionCap> = walked.iter().map(|(_, _, c)| c.clone()).collect();
             assert_eq!(caps, &w, "parser and reference walker disagree");
             for (at, end, cap) in walked {
-                assert!(*at >= REGION_INFO_HEADER_LEN && at + 8 <= buf.len() && *end <= buf.len(),
-                    "capability {cap:?} at {at} ends at {end}, buffer is {}", buf.len());
+                assert!(
+                    *at >= REGION_INFO_HEADER_LEN && at + 8 <= buf.len() && *end <= buf.len(),
+                    "capability {cap:?} at {at} ends at {end}, buffer is {}",
+                    buf.len()
+                );
             }
-            assert!(caps.len() <= buf.len() / 8, "{} capabilities in {} bytes", caps.len(), buf.len());
+            assert!(
+                caps.len() <= buf.len() / 8,
+                "{} capabilities in {} bytes",
+                caps.len(),
+                buf.len()
+            );
             let (fresh, first) = serialize(caps);
             match parse_region_caps(&fresh, first) {
                 Ok(again) => assert_eq!(&again, caps, "round trip"),
@@ -205,19 +215,23 @@ pub fn seeds() -> Vec<(&'static str, RegionCapsInput)> {
         }
     };
     let igb = ok(&[
-        RegionCap::SparseMmap(vec![
-            SparseMmapArea {
-                offset: 0x1000,
-                size: 0x3000,
-            },
-        ]),
+        RegionCap::SparseMmap(vec![SparseMmapArea {
+            offset: 0x1000,
+            size: 0x3000,
+        }]),
         RegionCap::MsixMappable,
     ]);
     let mut looped = igb.clone();
     let last = looped.buf.len() - 8;
     let first = u32::from(looped.cap_offset);
     looped.buf[last + 4..last + 8].copy_from_slice(&first.to_ne_bytes());
-    let mut truncated = ok(&[RegionCap::SparseMmap(vec![SparseMmapArea { offset: 0, size: 1 }; 3])]);
+    let mut truncated = ok(&[RegionCap::SparseMmap(vec![
+        SparseMmapArea {
+            offset: 0,
+            size: 1
+        };
+        3
+    ])]);
     truncated.buf.truncate(truncated.buf.len() - 4);
     vec![
         ("igb_bar3", igb),

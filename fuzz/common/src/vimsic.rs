@@ -326,7 +326,11 @@ impl File {
             pending: vec![false; n as usize + 1],
             enabled: vec![false; n as usize + 1],
             // AIA 1.0 §3.8.1: an APLIC-capable file resets to 0x40000000.
-            delivery: if aplic { Delivery::Aplic } else { Delivery::Off },
+            delivery: if aplic {
+                Delivery::Aplic
+            } else {
+                Delivery::Off
+            },
             threshold: 0,
         }
     }
@@ -370,7 +374,11 @@ impl File {
                 if !rv32 && k % 2 == 1 {
                     return None;
                 }
-                let array = if sel < 0xc0 { &self.pending } else { &self.enabled };
+                let array = if sel < 0xc0 {
+                    &self.pending
+                } else {
+                    &self.enabled
+                };
                 Some(Self::bits(array, k * 32, width))
             }
             _ => None,
@@ -442,9 +450,17 @@ impl Run {
                 assert_eq!(real.is_pending(id), p, "{t:?} pending bit of {id}");
                 assert_eq!(real.is_enabled(id), e, "{t:?} enable bit of {id}");
             }
-            assert_eq!(u64::from(real.eithreshold()), u64::from(f.threshold), "{t:?} eithreshold");
+            assert_eq!(
+                u64::from(real.eithreshold()),
+                u64::from(f.threshold),
+                "{t:?} eithreshold"
+            );
             let top = f.top();
-            assert_eq!(self.imsic.topei(*t).ok(), Some(top << 16 | top), "{t:?} topei");
+            assert_eq!(
+                self.imsic.topei(*t).ok(),
+                Some(top << 16 | top),
+                "{t:?} topei"
+            );
             let line = f.output();
             assert_eq!(self.imsic.line(*t).ok(), Some(line), "{t:?} line");
             let sunk = self.imsic.sink().level.get(t).copied().unwrap_or(false);
@@ -472,7 +488,9 @@ impl Run {
                 };
                 let implemented = (1..=self.file(t).n).contains(&id);
                 match got {
-                    Ok(WriteOutcome::Pending { target, id: got_id, .. }) => {
+                    Ok(WriteOutcome::Pending {
+                        target, id: got_id, ..
+                    }) => {
                         assert!(implemented && target == t && got_id == id, "{got:?}");
                     }
                     Ok(WriteOutcome::Ignored(_)) => assert!(!implemented, "MSI {id} ignored"),
@@ -494,7 +512,11 @@ impl Run {
                 let got = self.imsic.mmio_write(addr, bytes);
                 if let Ok(r) = resolved {
                     let page = self.imsic.file_address(r.target).ok();
-                    assert_eq!(page, Some(addr & !0xfff), "{addr:#x} resolves outside its page");
+                    assert_eq!(
+                        page,
+                        Some(addr & !0xfff),
+                        "{addr:#x} resolves outside its page"
+                    );
                     assert_eq!(u64::from(r.offset), addr & 0xfff);
                     if len == 4 && (r.offset == 0 || r.offset == 4) {
                         let id = if r.offset == 0 {
@@ -508,7 +530,11 @@ impl Run {
                 }
                 if let Ok(WriteOutcome::Pending { target, id, .. }) = got {
                     assert_eq!(resolved.map(|r| r.target).ok(), Some(target));
-                    assert!(self.files.get(&target).is_some_and(|f| f.pending[id as usize]));
+                    assert!(
+                        self.files
+                            .get(&target)
+                            .is_some_and(|f| f.pending[id as usize])
+                    );
                 }
             }
             ImsicOp::MmioRead {
@@ -520,7 +546,10 @@ impl Run {
                 let len = LENS[usize::from(len_sel) % LENS.len()];
                 let mut buf = vec![0xa5u8; len];
                 let _ = self.imsic.mmio_read(base + u64::from(offset), &mut buf);
-                assert!(buf.iter().all(|b| *b == 0), "IMSIC read returned {buf:02x?}");
+                assert!(
+                    buf.iter().all(|b| *b == 0),
+                    "IMSIC read returned {buf:02x?}"
+                );
             }
             ImsicOp::Indirect {
                 target,
@@ -535,7 +564,11 @@ impl Run {
                 let got = self.imsic.rmw_indirect(t, iselect, new, mask, xlen);
                 let f = self.file(t);
                 let want = f.read(iselect, rv32);
-                assert_eq!(got.as_ref().ok().copied(), want, "{t:?} rmw of iselect {iselect:#x}");
+                assert_eq!(
+                    got.as_ref().ok().copied(),
+                    want,
+                    "{t:?} rmw of iselect {iselect:#x}"
+                );
                 if let Some(old) = want {
                     let m = if rv32 { mask & 0xffff_ffff } else { mask };
                     if m != 0 {
@@ -719,7 +752,13 @@ pub fn seeds() -> Vec<(&'static str, ImsicInput)> {
     };
     vec![
         ("linux_driver", ImsicInput { setup, ops: linux }),
-        ("rv32_threshold_guest", ImsicInput { setup, ops: rv32.clone() }),
+        (
+            "rv32_threshold_guest",
+            ImsicInput {
+                setup,
+                ops: rv32.clone(),
+            },
+        ),
         (
             "machine_groups_aplic",
             ImsicInput {

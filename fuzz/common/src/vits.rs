@@ -29,7 +29,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vgic_its::cmd::decode::{RawCommand, opcode};
-use vgic_its::regs::{GITS_BASER0, GITS_CBASER, GITS_CREADR, GITS_CTLR, GITS_CWRITER, GITS_TRANSLATER};
+use vgic_its::regs::{
+    GITS_BASER0, GITS_CBASER, GITS_CREADR, GITS_CTLR, GITS_CWRITER, GITS_TRANSLATER,
+};
 use vgic_its::{
     CommandErrorKind, CommandErrorPolicy, Its, ItsConfig, MappingEvent, Redistributors,
     Translation, TranslationError,
@@ -113,7 +115,11 @@ impl Wire for Setup {
     fn encode(&self, w: &mut Writer) {
         w.u8(self.vcpus - 1);
         w.u8(self.device_id_bits - 1);
-        w.u8(if self.event_id_bits == 14 { 8 } else { self.event_id_bits - 1 });
+        w.u8(if self.event_id_bits == 14 {
+            8
+        } else {
+            self.event_id_bits - 1
+        });
         w.u8(self.intid_bits - 14);
         w.u8(self.itt_entry_size - 8);
         w.u8(self.collection_id_bits - 1);
@@ -537,13 +543,13 @@ impl Model {
                 bits,
             });
         }
-        let &(intid, icid) = self
-            .ites
-            .get(&(itt, e))
-            .ok_or(CommandErrorKind::UnmappedInterrupt {
-                device_id: d,
-                event_id: e,
-            })?;
+        let &(intid, icid) =
+            self.ites
+                .get(&(itt, e))
+                .ok_or(CommandErrorKind::UnmappedInterrupt {
+                    device_id: d,
+                    event_id: e,
+                })?;
         Ok((itt, intid, icid))
     }
 
@@ -706,8 +712,12 @@ impl Model {
 
 fn translation_error(kind: CommandErrorKind, d: u32, e: u32) -> TranslationError {
     match kind {
-        CommandErrorKind::DeviceOor { device_id } => TranslationError::DeviceOutOfRange { device_id },
-        CommandErrorKind::UnmappedDevice { device_id } => TranslationError::DeviceUnmapped { device_id },
+        CommandErrorKind::DeviceOor { device_id } => {
+            TranslationError::DeviceOutOfRange { device_id }
+        }
+        CommandErrorKind::UnmappedDevice { device_id } => {
+            TranslationError::DeviceUnmapped { device_id }
+        }
         CommandErrorKind::IdOor {
             device_id,
             event_id,
@@ -717,7 +727,9 @@ fn translation_error(kind: CommandErrorKind, d: u32, e: u32) -> TranslationError
             event_id,
             bits,
         },
-        CommandErrorKind::UnmappedCollection { icid } => TranslationError::CollectionUnmapped { icid },
+        CommandErrorKind::UnmappedCollection { icid } => {
+            TranslationError::CollectionUnmapped { icid }
+        }
         _ => TranslationError::EventUnmapped {
             device_id: d,
             event_id: e,
@@ -754,7 +766,8 @@ impl Run {
             ct_usable: config.collections_in_memory() && setup.ct_valid,
             dt_capacity: setup.dt_capacity(),
         };
-        let mem = match GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]) {
+        let mem = match GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)])
+        {
             Ok(m) => m,
             Err(e) => panic!("guest memory: {e}"),
         };
@@ -775,7 +788,13 @@ impl Run {
         };
         w64(&mut its, &mem, &mut rd, GITS_BASER0, dt);
         if setup.ct_valid {
-            w64(&mut its, &mem, &mut rd, GITS_BASER0 + 8, (1u64 << 63) | CT_BASE);
+            w64(
+                &mut its,
+                &mem,
+                &mut rd,
+                GITS_BASER0 + 8,
+                (1u64 << 63) | CT_BASE,
+            );
         }
         w64(&mut its, &mem, &mut rd, GITS_CBASER, (1u64 << 63) | CQ_BASE);
         its.mmio_write(&mem, &mut rd, GITS_CTLR, &1u32.to_le_bytes(), None);
@@ -832,9 +851,11 @@ impl Run {
                 };
                 RawCommand::mapi(self.reduce_device(d), ev, self.reduce_icid(i))
             }
-            Cmd::Movi(d, e, i) => {
-                RawCommand::movi(self.reduce_device(d), self.reduce_event(e), self.reduce_icid(i))
-            }
+            Cmd::Movi(d, e, i) => RawCommand::movi(
+                self.reduce_device(d),
+                self.reduce_event(e),
+                self.reduce_icid(i),
+            ),
             Cmd::Int(d, e) => RawCommand::int(self.reduce_device(d), self.reduce_event(e)),
             Cmd::Clear(d, e) => RawCommand::clear(self.reduce_device(d), self.reduce_event(e)),
             Cmd::Inv(d, e) => RawCommand::inv(self.reduce_device(d), self.reduce_event(e)),
@@ -943,8 +964,13 @@ impl Run {
                 self.rd.effects.clear();
                 let got = if *via_frame {
                     let mem = &self.mem;
-                    self.its
-                        .mmio_write(mem, &mut self.rd, GITS_TRANSLATER, &e.to_le_bytes(), Some(d));
+                    self.its.mmio_write(
+                        mem,
+                        &mut self.rd,
+                        GITS_TRANSLATER,
+                        &e.to_le_bytes(),
+                        Some(d),
+                    );
                     None
                 } else {
                     Some(self.its.send_msi(&self.mem, &mut self.rd, d, e))
@@ -990,7 +1016,8 @@ impl Run {
                 let off = u64::from(*offset);
                 if self.setup.chaos {
                     let bytes = &value.to_le_bytes()[..len];
-                    self.its.mmio_write(&self.mem, &mut self.rd, off, bytes, None);
+                    self.its
+                        .mmio_write(&self.mem, &mut self.rd, off, bytes, None);
                     // Keep queueing where the guest's CWRITER now is.
                     let mut b = [0u8; 8];
                     self.its.mmio_read(GITS_CWRITER, &mut b);
@@ -1007,10 +1034,19 @@ impl Run {
         self.its.mmio_read(GITS_CBASER, &mut cb);
         let queue = ((u64::from_le_bytes(cb) & 0xff) + 1) * 0x1000;
         let creadr = self.creadr() & !1;
-        assert!(creadr % 32 == 0, "GITS_CREADR {creadr:#x} not command aligned");
-        assert!(creadr < queue || creadr == 0, "GITS_CREADR {creadr:#x} beyond the queue");
+        assert!(
+            creadr % 32 == 0,
+            "GITS_CREADR {creadr:#x} not command aligned"
+        );
+        assert!(
+            creadr < queue || creadr == 0,
+            "GITS_CREADR {creadr:#x} beyond the queue"
+        );
         let processed = self.its.commands_processed() - before;
-        assert!(processed <= queue / 32, "{processed} commands for one operation");
+        assert!(
+            processed <= queue / 32,
+            "{processed} commands for one operation"
+        );
     }
 }
 
@@ -1135,20 +1171,8 @@ pub fn seeds() -> Vec<(&'static str, VitsInput)> {
         VitsOp::Command(Cmd::Int(8, 3)),
     ]);
     vec![
-        (
-            "linux_boot",
-            VitsInput {
-                setup,
-                ops: boot,
-            },
-        ),
-        (
-            "moves_and_discard",
-            VitsInput {
-                setup,
-                ops: moves,
-            },
-        ),
+        ("linux_boot", VitsInput { setup, ops: boot }),
+        ("moves_and_discard", VitsInput { setup, ops: moves }),
         (
             "two_level_errors",
             VitsInput {

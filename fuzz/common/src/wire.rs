@@ -181,7 +181,11 @@ pub struct XorShift(u64);
 impl XorShift {
     /// A generator from `seed` (0 is replaced by a fixed odd constant).
     pub fn new(seed: u64) -> Self {
-        XorShift(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        XorShift(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -202,7 +206,11 @@ impl XorShift {
 
 /// Checks, for `cases` random byte strings of up to `max_len` bytes, that decoding is a
 /// fixed point of encode-then-decode. Used by every module's `wire_round_trips` test.
-pub fn check_round_trip<T: Wire + PartialEq + std::fmt::Debug>(seed: u64, cases: usize, max_len: usize) {
+pub fn check_round_trip<T: Wire + PartialEq + std::fmt::Debug>(
+    seed: u64,
+    cases: usize,
+    max_len: usize,
+) {
     let mut rng = XorShift::new(seed);
     for case in 0..cases {
         let len = (rng.next_u64() as usize) % (max_len + 1);

@@ -12,7 +12,10 @@ fn replay_dir(target: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/regressions")
         .join(target);
-    let Some(t) = fuzz_common::targets().into_iter().find(|t| t.name == target) else {
+    let Some(t) = fuzz_common::targets()
+        .into_iter()
+        .find(|t| t.name == target)
+    else {
         panic!("no target {target}");
     };
     let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -30,9 +30,15 @@ fn seed_corpora_are_current_and_replay() {
             if write {
                 std::fs::write(&path, bytes).unwrap();
             }
-            let on_disk = std::fs::read(&path)
-                .unwrap_or_else(|e| panic!("{}: {e} (run with FUZZ_WRITE_SEEDS=1)", path.display()));
-            assert_eq!(&on_disk, bytes, "{} is stale (run with FUZZ_WRITE_SEEDS=1)", path.display());
+            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!("{}: {e} (run with FUZZ_WRITE_SEEDS=1)", path.display())
+            });
+            assert_eq!(
+                &on_disk,
+                bytes,
+                "{} is stale (run with FUZZ_WRITE_SEEDS=1)",
+                path.display()
+            );
         }
     }
 }
@@ -41,6 +47,10 @@ fn seed_corpora_are_current_and_replay() {
 fn every_target_has_a_binary() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz_targets");
     for t in fuzz_common::targets() {
-        assert!(dir.join(format!("{}.rs", t.name)).is_file(), "no fuzz_targets/{}.rs", t.name);
+        assert!(
+            dir.join(format!("{}.rs", t.name)).is_file(),
+            "no fuzz_targets/{}.rs",
+            t.name
+        );
     }
 }
