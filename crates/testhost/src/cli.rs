@@ -513,7 +513,9 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
     .map_err(io_err)?;
     out.flush().map_err(io_err)?;
     let build_start = Instant::now();
-    let tests = CrossBuild::new(&r.workspace).build_tests(&args.packages)?;
+    let mut tests = CrossBuild::new(&r.workspace).build_tests(&args.packages)?;
+    // Cargo reports executables in the order they finish; run them in a fixed order.
+    tests.sort_by_key(|t| t.suite_name());
     let build_time = build_start.elapsed();
     if tests.is_empty() {
         return Err(Error::Cargo {

@@ -13,6 +13,7 @@
 #   WORK_DIR    source, objects and the downloaded package (default: /tmp/testhost-kernel-build)
 #   JOBS        make -j (default: nproc)
 #   LINUX_SOURCE_PKG  the package to use (default: the newest linux-source-7.N apt sees)
+#   CONFIG_ONLY=1     stop after checking the resolved config (copied to OUT_DIR/config)
 # Needs (tests/testhost/setup.sh with TESTHOST_KERNEL_BUILD=1 installs them): make, gcc,
 # gcc-aarch64-linux-gnu, flex, bison, bc, patch, xz-utils, libssl-dev, libelf-dev, and the
 # sid suite that carries linux-source-7.x.
@@ -85,6 +86,11 @@ while IFS= read -r line; do
   esac
 done <"$here/arm64.config"
 [ "$missing" = 0 ] || die "the resolved config lacks options of arm64.config"
+if [ "${CONFIG_ONLY:-0}" = 1 ]; then
+  cp "$work/obj/.config" "$out/config"
+  echo "kernel build: config checked, $out/config (CONFIG_ONLY=1: no Image built)"
+  exit 0
+fi
 
 make -C "$work/src" O="$work/obj" -j"$jobs" Image
 cp "$work/obj/arch/arm64/boot/Image" "$out/Image-arm64"
