@@ -70,8 +70,11 @@
 //!
 //! * **The preferred base is honoured exactly or refused.** Silently moving the vITS would
 //!   break a VMM that already put its address in the FDT.
-//! * **Guest MMIO stays out of the window**, not only RAM: a DMA to MMIO there would hit the
-//!   doorbell mapping instead.
+//! * **Guest MMIO stays out of the window**, not only RAM (DESIGN.md strategy 2). Without a
+//!   vIOMMU IOVA = GPA, and the window is an IOVA hole whose pages belong to doorbells, so
+//!   nothing else the guest could hand the device as a DMA address may live there. Guest
+//!   MMIO may overlap other host reserved regions (they only constrain DMA), but the
+//!   controller frame, which holds the doorbell page, may not.
 //! * **Host pages up to 64 KiB.** The physical ITS frame is 64 KiB aligned, so with pages no
 //!   larger than that the doorbell's offset in its page is `0x10040 % page = 0x40`; with
 //!   4 KiB (16 KiB) pages only a pgoff that is a multiple of 16 (4) keeps the vITS 64 KiB

@@ -373,8 +373,8 @@ impl<'a> Ctx<'a> {
                 });
             }
         }
-        // Guest RAM and MMIO must be pairwise disjoint: sort by start and sweep, keeping the
-        // range that reaches highest so far; any overlap shows up against it.
+        // Guest RAM and MMIO must be pairwise disjoint: sorted by start, each range must
+        // begin after the previous one ends (so the previous one also ends highest).
         let mut guest: Vec<(GuestObj<'_>, IovaRange)> = guest_objects(input).collect();
         guest.sort_by_key(|(_, r)| r.start);
         let mut reach: Option<(GuestObj<'_>, IovaRange)> = None;
@@ -388,9 +388,6 @@ impl<'a> Ctx<'a> {
                         other_range: r,
                     });
                 }
-                if r.last <= pr.last {
-                    continue;
-                }
             }
             reach = Some((obj, r));
         }
@@ -401,7 +398,7 @@ impl<'a> Ctx<'a> {
                 ReservedKind::Direct => {
                     return Err(PlanError::NeedsRmr {
                         why: format!(
-                            "host reserved region {} is `direct` (an IORT RMR or RMRR): the device needs it identity-mapped, and a guest that owns the device's DMA translation can only be told so through an RMR",
+                            "host reserved region {} is `direct` (an IORT RMR or RMRR): the device needs it identity-mapped (IOVA = PA) at all times, which in a guest means reserving it in guest physical space and describing it to the guest's firmware tables as an RMR",
                             region.range
                         ),
                     });
@@ -450,9 +447,12 @@ impl<'a> Ctx<'a> {
             }
             many => Err(PlanError::MultipleMsiRegions {
                 count: many.len(),
+                // At most a few are printed: the list comes from the host and may be long.
                 regions: many
                     .iter()
+                    .take(4)
                     .map(|r| r.range.to_string())
+                    .chain((many.len() > 4).then(|| "...".to_string()))
                     .collect::<Vec<_>>()
                     .join(", "),
             }),
