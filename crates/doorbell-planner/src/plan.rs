@@ -377,19 +377,19 @@ impl<'a> Ctx<'a> {
         // begin after the previous one ends (so the previous one also ends highest).
         let mut guest: Vec<(GuestObj<'_>, IovaRange)> = guest_objects(input).collect();
         guest.sort_by_key(|(_, r)| r.start);
-        let mut reach: Option<(GuestObj<'_>, IovaRange)> = None;
+        let mut prev: Option<(GuestObj<'_>, IovaRange)> = None;
         for (obj, r) in guest {
-            if let Some((prev, pr)) = reach {
-                if pr.last >= r.start {
-                    return Err(PlanError::Overlap {
-                        what: prev.label(),
-                        range: pr,
-                        other: obj.label(),
-                        other_range: r,
-                    });
-                }
+            if let Some((p, pr)) = prev
+                && pr.last >= r.start
+            {
+                return Err(PlanError::Overlap {
+                    what: p.label(),
+                    range: pr,
+                    other: obj.label(),
+                    other_range: r,
+                });
             }
-            reach = Some((obj, r));
+            prev = Some((obj, r));
         }
 
         let mut notes = Vec::new();
