@@ -531,10 +531,9 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
         .join(&args.run_name);
     let mut host = TestHost::new(kernel.path(), &busybox, &run_dir);
     host.nics(args.nics).timeout(args.timeout);
-    match &args.bind {
-        Bind::All => host.bind(0..args.nics),
-        Bind::Only(list) => host.bind(list.iter().copied()),
-    };
+    if let Bind::Only(list) = &args.bind {
+        host.bind(list.iter().copied());
+    }
     for arg in &args.kernel_args {
         host.kernel_arg(arg.clone());
     }

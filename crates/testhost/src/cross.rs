@@ -244,14 +244,21 @@ fn run_cargo(mut cmd: Command, what: &'static str) -> Result<Vec<Artifact>, Erro
         .spawn()
         .map_err(|source| Error::Spawn { program, source })?;
     let mut artifacts = Vec::new();
+    let mut read_error = None;
     if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.map_err(|source| Error::Io {
-                op: "read output of",
-                path: PathBuf::from(what),
-                source,
-            })?;
-            artifacts.extend(parse_cargo_messages([line.as_str()]));
+        for line in BufReader::new(stdout).split(b'\n') {
+            match line {
+                Ok(line) => {
+                    let line = String::from_utf8_lossy(&line);
+                    artifacts.extend(parse_cargo_messages([line.as_ref()]));
+                }
+                Err(e) => {
+                    // Do not leave cargo running unattended; wait() below reaps it.
+                    let _ = child.kill();
+                    read_error = Some(e);
+                    break;
+                }
+            }
         }
     }
     let status = child.wait().map_err(|source| Error::Io {
@@ -259,6 +266,13 @@ fn run_cargo(mut cmd: Command, what: &'static str) -> Result<Vec<Artifact>, Erro
         path: PathBuf::from(what),
         source,
     })?;
+    if let Some(source) = read_error {
+        return Err(Error::Io {
+            op: "read output of",
+            path: PathBuf::from(what),
+            source,
+        });
+    }
     if !status.success() {
         return Err(Error::CommandFailed {
             what: what.to_owned(),
