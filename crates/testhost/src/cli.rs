@@ -133,6 +133,9 @@ pub enum UsageError {
     /// An option without its value.
     #[error("option {0} needs a value")]
     MissingValue(String),
+    /// `run-kernel-tests` without `-p`.
+    #[error("run-kernel-tests needs at least one -p PACKAGE")]
+    NoPackage,
     /// A value that cannot be used.
     #[error("invalid value {value:?} for {option}: {reason}")]
     InvalidValue {
@@ -270,7 +273,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 }
             }
             if run.packages.is_empty() {
-                return Err(UsageError::MissingValue("-p/--package".to_owned()));
+                return Err(UsageError::NoPackage);
             }
             if let Bind::Only(list) = &run.bind
                 && let Some(i) = list.iter().find(|i| **i >= run.nics)
@@ -653,10 +656,7 @@ mod tests {
             parse(&["--kernel"]),
             Err(UsageError::MissingValue("--kernel".into()))
         );
-        assert!(matches!(
-            parse(&["run-kernel-tests"]),
-            Err(UsageError::MissingValue(_))
-        ));
+        assert_eq!(parse(&["run-kernel-tests"]), Err(UsageError::NoPackage));
         for bad in [
             &["--nics", "7"][..],
             &["--nics", "-1"],
