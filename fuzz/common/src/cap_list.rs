@@ -191,7 +191,10 @@ pub fn run(input: &CapInput) {
         for (i, c) in ext.iter().enumerate() {
             let off = usize::from(c.offset);
             let next = ext.get(i + 1).map_or(0, |n| u32::from(n.offset));
-            let h = u32::from(c.id) | u32::from(c.version) << 16 | next << 20;
+            // Keep the original's reserved next-pointer bits 21:20 (the parser masks them,
+            // PCIe 6.0 §7.6.3): they make an all-zero ID/version/next header non-zero.
+            let reserved = le32(&config, off) & (3 << 20);
+            let h = u32::from(c.id) | u32::from(c.version) << 16 | next << 20 | reserved;
             rebuilt[off..off + 4].copy_from_slice(&h.to_le_bytes());
         }
         match CapabilityList::parse(&rebuilt) {

@@ -321,8 +321,10 @@ fn check_reserved(bytes: &[u8]) {
             ReservedKind::Msi => "msi",
             ReservedKind::Other(s) => s.as_str(),
         };
+        // The parser splits on ASCII whitespace only, so a kind may hold other control
+        // characters (U+000B is Unicode whitespace but not ASCII whitespace in Rust).
         assert!(
-            !kind.is_empty() && !kind.contains(char::is_whitespace),
+            !kind.is_empty() && !kind.contains(|c: char| c.is_ascii_whitespace()),
             "kind {kind:?}"
         );
         rendered.push_str(&format!(

@@ -437,8 +437,16 @@ impl Run {
         }
     }
 
-    fn check(&self) {
+    /// Checks `only` (or every file) against the model, and every file's signal.
+    fn check(&self, only: Option<FileTarget>) {
         for (t, f) in &self.files {
+            let line = f.output();
+            assert_eq!(self.imsic.line(*t).ok(), Some(line), "{t:?} line");
+            let sunk = self.imsic.sink().level.get(t).copied().unwrap_or(false);
+            assert_eq!(sunk, line, "{t:?} level seen by the sink");
+            if only.is_some_and(|o| o != *t) {
+                continue;
+            }
             let Some(real) = self.imsic.file(*t) else {
                 panic!("file {t:?} vanished");
             };
@@ -461,14 +469,11 @@ impl Run {
                 Some(top << 16 | top),
                 "{t:?} topei"
             );
-            let line = f.output();
-            assert_eq!(self.imsic.line(*t).ok(), Some(line), "{t:?} line");
-            let sunk = self.imsic.sink().level.get(t).copied().unwrap_or(false);
-            assert_eq!(sunk, line, "{t:?} level seen by the sink");
         }
     }
 
     fn step(&mut self, op: &ImsicOp) {
+        let mut touched = None;
         match *op {
             ImsicOp::Msi {
                 target,
@@ -476,6 +481,7 @@ impl Run {
                 big_endian,
             } => {
                 let t = self.target(target);
+                touched = Some(t);
                 let page = match self.imsic.file_address(t) {
                     Ok(a) => a,
                     Err(e) => panic!("file {t:?} has no address: {e}"),
@@ -518,6 +524,7 @@ impl Run {
                         "{addr:#x} resolves outside its page"
                     );
                     assert_eq!(u64::from(r.offset), addr & 0xfff);
+                    touched = Some(r.target);
                     if len == 4 && (r.offset == 0 || r.offset == 4) {
                         let id = if r.offset == 0 {
                             value
@@ -559,6 +566,7 @@ impl Run {
                 rv32,
             } => {
                 let t = self.target(target);
+                touched = Some(t);
                 let iselect = 0x60 + u64::from(sel);
                 let xlen = if rv32 { Xlen::Rv32 } else { Xlen::Rv64 };
                 let got = self.imsic.rmw_indirect(t, iselect, new, mask, xlen);
@@ -578,6 +586,7 @@ impl Run {
             }
             ImsicOp::Claim(target) | ImsicOp::WriteTopei(target) => {
                 let t = self.target(target);
+                touched = Some(t);
                 let f = self.file(t);
                 let top = f.top();
                 if top != 0 {
@@ -609,7 +618,12 @@ impl Run {
                 self.imsic = fresh;
             }
         }
-        self.check();
+        let all = matches!(op, ImsicOp::Reset | ImsicOp::SaveRestore);
+        match touched {
+            Some(t) if !all => self.check(Some(t)),
+            _ if all => self.check(None),
+            _ => self.check(Some(FileTarget::new(usize::MAX, FileKind::Supervisor))),
+        }
     }
 }
 
@@ -641,10 +655,11 @@ pub fn run(input: &ImsicInput) {
         files,
         config,
     };
-    run.check();
+    run.check(None);
     for op in &input.ops {
         run.step(op);
     }
+    run.check(None);
 }
 
 /// Seeds: Linux's IMSIC driver sequence (delivery on, threshold, enable, MSI, claim).
