@@ -221,7 +221,8 @@ pub enum BarOutcome {
 }
 
 /// Called for every BAR change after the bus dealt with its trap; a passthrough device
-/// uses it to add or remove a direct mapping of the BAR.
+/// uses it to add or remove a direct mapping of the BAR. It runs with the bus lock held
+/// (config writes stay ordered), so it must not call back into the [`PciBus`].
 pub type BarHook = Box<dyn FnMut(PciSlot, &BarChange, BarOutcome) + Send>;
 
 struct Inner {
