@@ -8,7 +8,7 @@
 //!
 //! Stored so far (all three were harness bugs, fixed in `fuzz/common`; none in a crate):
 //!
-//! - `cap_list/crash-6fd0…`-style file: an extended header at 0x100 with ID 0, version 0,
+//! - `cap_list/crash-ae32…`: an extended header at 0x100 with ID 0, version 0,
 //!   next 0 but reserved bits 21:20 set is a capability for the parser (correct: only an
 //!   all-zero header means none, PCIe 6.0 §7.6.3); the round-trip rebuild dropped those
 //!   bits. The rebuild now keeps them.
@@ -48,4 +48,52 @@ fn all_stored_inputs_replay_clean() {
     for t in fuzz_common::targets() {
         replay_dir(t.name);
     }
+}
+
+/// Open bug, reported to the lead (not fixed here: `fuzz/` may not edit other crates).
+///
+/// `crates/vfio-passthrough/src/device.rs`, `PassthroughDevice::write_config` (its
+/// `self.commit_if_due()` call) and `commit_if_due`: the device commits only when
+/// `msi_trap`'s batch is due, and clearing MSI-X Enable while every vector is masked changes
+/// no vector's deliverability, so no batch is due (`msi-trap/src/update.rs`, by design there).
+/// The device then keeps the physical vectors enabled (`disable_vectors` is only called from
+/// `apply`) and keeps the GSIs and routes of vectors the guest disabled, until some later
+/// commit. PCIe Base 6.0 §7.7.2.2: with MSI-X Enable clear the function must not use MSI-X.
+/// Fix: commit whenever a config write changes MSI-X Enable (or Function Mask), due or not.
+///
+/// Replays the fuzz input `tests/open/passthrough-crash-735dc9bb` and the minimal sequence.
+#[test]
+#[ignore = "open bug in vfio-passthrough (see the doc comment); un-ignore once fixed"]
+fn passthrough_disable_while_all_masked_releases_vectors() {
+    use fuzz_common::msix::PolicyChoice;
+    use fuzz_common::passthrough::{PtOp, run, seeds};
+    let bytes = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/open/passthrough-crash-735dc9bb"),
+    )
+    .unwrap();
+    let replay = || {
+        let t = fuzz_common::targets()
+            .into_iter()
+            .find(|t| t.name == "passthrough")
+            .unwrap();
+        (t.replay)(&bytes);
+    };
+    let fuzz_input = std::panic::catch_unwind(replay);
+    // Minimal: Linux bring-up of 10 vectors, mask them all, clear MSI-X Enable.
+    let mut input = seeds().remove(0).1;
+    input.policy = PolicyChoice::PerVector;
+    for v in 0..10 {
+        input.ops.push(PtOp::Entry {
+            vector: v,
+            address: 0x0800_0040,
+            data: u32::from(v),
+            masked: true,
+        });
+    }
+    input.ops.push(PtOp::Control {
+        enable: false,
+        mask: false,
+    });
+    run(&input);
+    assert!(fuzz_input.is_ok(), "the fuzz input still fails");
 }
