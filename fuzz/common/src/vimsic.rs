@@ -316,9 +316,28 @@ struct File {
     enabled: Vec<bool>,
     delivery: Delivery,
     threshold: u32,
+    /// Identities both pending and enabled, kept in step with the arrays so that `top` is
+    /// a lookup, not a scan (the model runs after every operation).
+    active: std::collections::BTreeSet<u32>,
 }
 
 impl File {
+    fn refresh(&mut self, id: u32) {
+        let i = id as usize;
+        if self.pending.get(i) == Some(&true) && self.enabled.get(i) == Some(&true) {
+            self.active.insert(id);
+        } else {
+            self.active.remove(&id);
+        }
+    }
+
+    fn clear(&mut self, id: u32) {
+        if let Some(p) = self.pending.get_mut(id as usize) {
+            *p = false;
+        }
+        self.refresh(id);
+    }
+
     fn new(n: u32, aplic: bool) -> Self {
         File {
             n,
@@ -332,12 +351,15 @@ impl File {
                 Delivery::Off
             },
             threshold: 0,
+            active: std::collections::BTreeSet::new(),
         }
     }
 
+    /// AIA 1.0 §3.9: the minimum pending-and-enabled identity, if below a nonzero threshold.
     fn top(&self) -> u32 {
-        (1..=self.n)
-            .find(|&i| self.pending[i as usize] && self.enabled[i as usize])
+        self.active
+            .first()
+            .copied()
             .filter(|&i| self.threshold == 0 || i < self.threshold)
             .unwrap_or(0)
     }
@@ -349,6 +371,7 @@ impl File {
     fn set(&mut self, id: u32) {
         if (1..=self.n).contains(&id) {
             self.pending[id as usize] = true;
+            self.refresh(id);
         }
     }
 
@@ -400,16 +423,16 @@ impl File {
             0x72 => self.threshold = (value as u32) & 0x7ff,
             0x80..=0xff => {
                 let k = (sel & 0x3f) as u32;
-                let n = self.n;
-                let array = if sel < 0xc0 {
-                    &mut self.pending
-                } else {
-                    &mut self.enabled
-                };
                 for b in 0..width {
                     let id = k * 32 + b;
-                    if (1..=n).contains(&id) {
+                    if (1..=self.n).contains(&id) {
+                        let array = if sel < 0xc0 {
+                            &mut self.pending
+                        } else {
+                            &mut self.enabled
+                        };
                         array[id as usize] = value & (1 << b) != 0;
+                        self.refresh(id);
                     }
                 }
             }
@@ -590,7 +613,7 @@ impl Run {
                 let f = self.file(t);
                 let top = f.top();
                 if top != 0 {
-                    f.pending[top as usize] = false;
+                    f.clear(top);
                 }
                 let got = if matches!(op, ImsicOp::Claim(_)) {
                     self.imsic.claim_topei(t).map(|v| v >> 16)
