@@ -365,6 +365,13 @@ pub fn generate(rng: &mut Rng, attached: &IoasModel, bare: &IoasModel) -> IoasOp
         17 => {
             let ranges = if rng.chance(30) {
                 Vec::new()
+            } else if rng.chance(40) {
+                // Across the software MSI window (EADDRINUSE where a device reserves it).
+                let start = SW_MSI.start - rng.below(0x100) * PAGE;
+                vec![IovaRange {
+                    start,
+                    last: SW_MSI.start + rng.below(0x200) * PAGE,
+                }]
             } else {
                 let start = rng.below(IOVA_SPAN / PAGE) * PAGE;
                 let len = (1 + rng.below(0x1000)) * PAGE;
