@@ -445,7 +445,7 @@ fn check_window(start: u64, size_mib: u64) {
         .checked_mul(MIB)
         .and_then(|len| len.checked_sub(1))
         .and_then(|l| start.checked_add(l));
-    let valid = start % MIB == 0 && size_mib != 0 && end.is_some();
+    let valid = start.is_multiple_of(MIB) && size_mib != 0 && end.is_some();
     match SwMsiWindow::new(start, size_mib) {
         Ok(w) => {
             assert!(valid, "window {start:#x}+{size_mib} MiB accepted");

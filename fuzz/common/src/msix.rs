@@ -537,7 +537,7 @@ impl Model {
     /// A table write at `o` from the table start: aligned DWORD or QWORD inside the table.
     fn table_write(&mut self, o: u64, bytes: &[u8]) {
         let len = bytes.len() as u64;
-        let shape = (len == 4 && o % 4 == 0) || (len == 8 && o % 8 == 0);
+        let shape = (len == 4 && o.is_multiple_of(4)) || (len == 8 && o.is_multiple_of(8));
         if !shape || o + len > u64::from(self.vectors) * 16 {
             return;
         }
@@ -557,7 +557,7 @@ impl Model {
     }
 
     fn table_read(&self, o: u64, len: usize) -> Option<Vec<u8>> {
-        let shape = (len == 4 && o % 4 == 0) || (len == 8 && o % 8 == 0);
+        let shape = (len == 4 && o.is_multiple_of(4)) || (len == 8 && o.is_multiple_of(8));
         if !shape || o + len as u64 > u64::from(self.vectors) * 16 {
             return None;
         }
@@ -572,7 +572,7 @@ impl Model {
     }
 
     fn pba_read(&self, o: u64, len: usize) -> Option<Vec<u8>> {
-        let shape = (len == 4 && o % 4 == 0) || (len == 8 && o % 8 == 0);
+        let shape = (len == 4 && o.is_multiple_of(4)) || (len == 8 && o.is_multiple_of(8));
         let pba_len = u64::from(self.vectors).div_ceil(64) * 8;
         if !shape || o + len as u64 > pba_len {
             return None;

@@ -538,7 +538,7 @@ impl MsiRouter for FakeRouter {
     fn set_routes(&mut self, changes: &[(u32, Option<MsiRoute>)]) -> Result<(), BackendError> {
         let mut w = self.0.lock();
         w.calls += 1;
-        if w.faults & fail::ROUTES != 0 && w.calls % 3 == 0 {
+        if w.faults & fail::ROUTES != 0 && w.calls.is_multiple_of(3) {
             return Err("injected routing failure".into());
         }
         for (gsi, route) in changes {

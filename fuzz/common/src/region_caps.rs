@@ -65,7 +65,7 @@ fn walk(buf: &[u8], first: u32) -> Option<Vec<(usize, usize, RegionCap)>> {
     let mut next = first as usize;
     while next != 0 {
         let at = next;
-        if at < REGION_INFO_HEADER_LEN || at % 4 != 0 || !seen.insert(at) {
+        if at < REGION_INFO_HEADER_LEN || !at.is_multiple_of(4) || !seen.insert(at) {
             return None;
         }
         let id = u16::from_ne_bytes(rd(buf, at)?);
@@ -122,7 +122,7 @@ pub fn serialize(caps: &[RegionCap]) -> (Vec<u8>, u32) {
     let mut first = 0u32;
     let mut link: Option<usize> = None;
     for cap in caps {
-        while buf.len() % 8 != 0 {
+        while !buf.len().is_multiple_of(8) {
             buf.push(0);
         }
         let at = buf.len();
@@ -283,7 +283,7 @@ mod tests {
             let mut bytes = rng.bytes(len);
             // Point the chain inside the buffer now and then.
             if bytes.len() > 2 && bytes[0] & 1 == 0 {
-                bytes[0] = 32 + (bytes[0] % 64) & !3;
+                bytes[0] = (32 + (bytes[0] % 64)) & !3;
                 bytes[1] = 0;
             }
             run(&RegionCapsInput::from_bytes(&bytes));

@@ -597,9 +597,8 @@ impl Model {
                             });
                         }
                         let itt = c.itt_addr();
-                        let in_pool = itt >= ITT_POOL
-                            && itt < ITT_POOL + ITT_SLOTS * ITT_SLOT
-                            && (itt - ITT_POOL) % ITT_SLOT == 0;
+                        let in_pool = (ITT_POOL..ITT_POOL + ITT_SLOTS * ITT_SLOT).contains(&itt)
+                            && (itt - ITT_POOL).is_multiple_of(ITT_SLOT);
                         exact = in_pool;
                         self.devices.insert(d, (itt, bits));
                     } else {
@@ -1021,7 +1020,7 @@ impl Run {
                     // Keep queueing where the guest's CWRITER now is.
                     let mut b = [0u8; 8];
                     self.its.mmio_read(GITS_CWRITER, &mut b);
-                    self.cwriter = u64::from_le_bytes(b) & 0xf_ffe0 % CQ_SIZE;
+                    self.cwriter = (u64::from_le_bytes(b) & 0xf_ffe0) % CQ_SIZE;
                 } else {
                     let mut b = vec![0u8; len];
                     self.its.mmio_read(off, &mut b);
@@ -1035,7 +1034,7 @@ impl Run {
         let queue = ((u64::from_le_bytes(cb) & 0xff) + 1) * 0x1000;
         let creadr = self.creadr() & !1;
         assert!(
-            creadr % 32 == 0,
+            creadr.is_multiple_of(32),
             "GITS_CREADR {creadr:#x} not command aligned"
         );
         assert!(
