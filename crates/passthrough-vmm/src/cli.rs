@@ -104,11 +104,12 @@ pub struct VmmConfig {
     pub mem_mib: u64,
     /// vCPUs.
     pub cpus: u32,
-    /// vITS base.
-    pub its_base: u64,
+    /// vITS base asked for with `--its-base`; `None` lets the VMM choose (the doorbell
+    /// planner with `--device`, else [`DEFAULT_ITS_BASE`]).
+    pub its_base: Option<u64>,
     /// Where the JSON report goes.
     pub report: Option<PathBuf>,
-    /// The device to pass through (parsed, not wired yet).
+    /// The device to pass through.
     pub device: Option<DeviceSpec>,
 }
 
@@ -121,7 +122,7 @@ impl VmmConfig {
             cmdline: DEFAULT_CMDLINE.to_owned(),
             mem_mib: DEFAULT_MEM_MIB,
             cpus: 1,
-            its_base: DEFAULT_ITS_BASE,
+            its_base: None,
             report: None,
             device: None,
         }
@@ -130,7 +131,7 @@ impl VmmConfig {
     /// The validated memory map for this configuration.
     pub fn layout(&self) -> Result<MemoryLayout, LayoutError> {
         let mut layout = MemoryLayout::new(self.cpus, self.mem_mib.saturating_mul(1 << 20));
-        layout.its.base = self.its_base;
+        layout.its.base = self.its_base.unwrap_or(DEFAULT_ITS_BASE);
         layout.validate()?;
         Ok(layout)
     }
@@ -313,9 +314,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
     if let Some(c) = cpus {
         cfg.cpus = c;
     }
-    if let Some(b) = its_base {
-        cfg.its_base = b;
-    }
+    cfg.its_base = its_base;
     cfg.report = report;
     cfg.device = device;
     Ok(Command::Run(cfg))
@@ -341,7 +340,7 @@ mod tests {
         let c = run(&["--kernel", "/k"]);
         assert_eq!(c, VmmConfig::new("/k"));
         assert_eq!(c.cmdline, DEFAULT_CMDLINE);
-        assert_eq!((c.mem_mib, c.cpus, c.its_base), (512, 1, 0x07ff_0000));
+        assert_eq!((c.mem_mib, c.cpus, c.its_base), (512, 1, None));
         let l = c.layout().unwrap();
         assert_eq!(l.its_doorbell(), 0x0800_0040);
         assert_eq!(l.ram.size, 512 << 20);
@@ -367,7 +366,7 @@ mod tests {
         ]);
         assert_eq!(c.initrd.as_deref(), Some(std::path::Path::new("/i")));
         assert_eq!(c.cmdline, "console=ttyS0 quiet");
-        assert_eq!((c.mem_mib, c.cpus, c.its_base), (256, 2, 0x080f_0000));
+        assert_eq!((c.mem_mib, c.cpus, c.its_base), (256, 2, Some(0x080f_0000)));
         assert_eq!(c.report.as_deref(), Some(std::path::Path::new("/r.json")));
         assert_eq!(
             c.device,
@@ -379,7 +378,9 @@ mod tests {
             "a=b c=d"
         );
         assert_eq!(
-            run(&["--kernel", "/k", "--its-base", "134152192"]).its_base,
+            run(&["--kernel", "/k", "--its-base", "134152192"])
+                .its_base
+                .unwrap_or_default(),
             0x07ff_0000
         );
     }
@@ -471,9 +472,9 @@ mod tests {
     #[test]
     fn layout_errors_surface_from_config() {
         let mut c = VmmConfig::new("/k");
-        c.its_base = 0x0600_0000; // on the UART
+        c.its_base = Some(0x0600_0000); // on the UART
         assert!(c.layout().is_err());
-        c.its_base = 0x4000_0000; // in RAM
+        c.its_base = Some(0x4000_0000); // in RAM
         assert!(c.layout().is_err());
     }
 }

@@ -61,6 +61,7 @@ pub mod console;
 pub mod fdt;
 pub mod layout;
 pub mod mmio;
+pub mod passthrough;
 pub mod pci;
 pub mod report;
 pub mod uart;

@@ -52,13 +52,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Some(device) = &cfg.device {
-        eprintln!(
-            "passthrough-vmm: --device is not wired yet ({device:?}): the VFIO passthrough \
-             plumbing is not part of this VMM yet"
-        );
-        return ExitCode::from(EXIT_USAGE);
-    }
     run(&cfg)
 }
 

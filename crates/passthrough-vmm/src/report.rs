@@ -136,6 +136,8 @@ pub struct Report {
     pub mmio: MmioStats,
     /// Timings.
     pub timings: Timings,
+    /// The passed-through device, with `--device`.
+    pub passthrough: Option<crate::passthrough::PassthroughReport>,
 }
 
 impl Report {
@@ -184,6 +186,7 @@ impl Report {
             },
             mmio,
             timings,
+            passthrough: None,
         }
     }
 
@@ -221,6 +224,9 @@ impl Report {
             Some(n) => format!("guest status {n}"),
             None => "no guest status".to_owned(),
         };
+        if let Some(p) = &self.passthrough {
+            s.push_str(&p.summary());
+        }
         let _ = writeln!(
             s,
             "exit: {how}, {status}, exit code {}",

@@ -32,10 +32,11 @@ use std::io::{self, Read, Write};
 use std::mem::offset_of;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once, mpsc};
+use std::sync::{Arc, Mutex, Once, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use doorbell_planner::StrategyChoice;
 use kvm_bindings::{
     KVM_ARM_IRQ_TYPE_SHIFT, KVM_ARM_IRQ_TYPE_SPI, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
     KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL,
@@ -48,6 +49,9 @@ use kvm_bindings::{
 use kvm_ioctls::{Cap, DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::pe::PE;
+use msi_trap::msix::layout::RelocationPolicy;
+use vfio_passthrough::setup::{GuestSetup, PreparedDevice};
+use vfio_passthrough::{KvmMsiRouter, KvmSlotMapper, VfioBackend};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
@@ -673,49 +677,159 @@ fn vcpu_loop(
     let _ = tx.send(exit);
 }
 
+/// A passed-through device once attached, with what its report needs.
+struct Passthrough {
+    dev: crate::passthrough::SharedDevice<VfioBackend, Arc<Mutex<KvmMsiRouter>>, KvmSlotMapper>,
+    device: String,
+    devid: u32,
+    plan: doorbell_planner::Plan,
+    probes: vfio_passthrough::setup::Probes,
+    observed: Option<u64>,
+    dma_mapped: Vec<(u64, u64)>,
+}
+
+impl Passthrough {
+    fn report(&self, its_doorbell: u64) -> crate::passthrough::PassthroughReport {
+        let dev = self
+            .dev
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let vectors = dev.enable_records();
+        crate::passthrough::PassthroughReport {
+            device: self.device.clone(),
+            slot: crate::passthrough::PASSTHROUGH_SLOT.to_string(),
+            devid: self.devid,
+            plan: self.plan.report.clone(),
+            probes: self.probes,
+            its_doorbell,
+            msi_window: self.plan.msi_window().map(|w| (w.start, w.last)),
+            observed_doorbell: self.observed,
+            doorbell_at_its_ipa: self.observed == Some(its_doorbell),
+            dma_mapped: self.dma_mapped.clone(),
+            addresses_written_through: crate::passthrough::all_written_through(&vectors),
+            vectors,
+            faults: dev.faults(),
+        }
+    }
+}
+
+/// Step 2 and 3 of the passthrough bring-up on a created VM: attach, map guest RAM, build
+/// the device on KVM routing and slots, and put it on the PCI bus.
+fn attach_passthrough(
+    vm: &Vm,
+    prepared: PreparedDevice,
+    device: String,
+) -> Result<Passthrough, String> {
+    let attached = prepared.attach(vm.memory()).map_err(|e| e.to_string())?;
+    let plan = attached.plan().clone();
+    let probes = attached.probes();
+    let observed = attached.observed_doorbell();
+    let dma_mapped = attached
+        .mapped()
+        .iter()
+        .map(|r| (r.start, r.last))
+        .collect();
+    let router = Arc::new(Mutex::new(KvmMsiRouter::new(
+        Arc::clone(vm.vm_fd()),
+        PASSTHROUGH_FIRST_GSI,
+        Vec::new(),
+    )));
+    let mapper = KvmSlotMapper::new(Arc::clone(vm.vm_fd()), PASSTHROUGH_SLOTS);
+    let devid = u32::from(crate::passthrough::PASSTHROUGH_SLOT.requester_id());
+    let dev = attached
+        .into_device(router, mapper, devid, RelocationPolicy::IfShared)
+        .map_err(|e| e.to_string())?;
+    let dev = Arc::new(Mutex::new(dev));
+    vm.pci_bus()
+        .add(
+            crate::passthrough::PASSTHROUGH_SLOT,
+            Box::new(crate::passthrough::PassthroughFunction::new(Arc::clone(
+                &dev,
+            ))),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(Passthrough {
+        dev,
+        device,
+        devid,
+        plan,
+        probes,
+        observed,
+        dma_mapped,
+    })
+}
+
+/// The first GSI passthrough routes use. `KVM_SET_GSI_ROUTING` replaces arm64's default
+/// SPI routes; nothing here needs them (the UART uses `KVM_IRQ_LINE`, which bypasses
+/// routing).
+const PASSTHROUGH_FIRST_GSI: u32 = 32;
+/// KVM memory slots for directly mapped BAR pages, apart from RAM's.
+const PASSTHROUGH_SLOTS: std::ops::Range<u32> = 100..164;
+
 /// Boots `cfg` and reports: the whole `passthrough-vmm` run. A failure at any step is in
 /// the report as [`GuestExit::Error`], with exit code 1.
 pub fn run(cfg: &VmmConfig) -> Report {
     let started = Instant::now();
     let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
-    let layout = match cfg.layout() {
+    let failed = |layout: &MemoryLayout, e: String| {
+        Report::new(
+            cfg,
+            layout,
+            None,
+            GuestExit::Error(e),
+            Default::default(),
+            Default::default(),
+            Timings {
+                setup_ms: ms(Instant::now()),
+                first_output_ms: None,
+                total_ms: ms(Instant::now()),
+            },
+        )
+    };
+    let mut layout = match cfg.layout() {
         Ok(l) => l,
         Err(e) => {
             let fallback = MemoryLayout::new(cfg.cpus, cfg.mem_mib.saturating_mul(1 << 20));
-            return Report::new(
-                cfg,
-                &fallback,
-                None,
-                GuestExit::Error(e.to_string()),
-                Default::default(),
-                Default::default(),
-                Timings {
-                    setup_ms: 0.0,
-                    first_output_ms: None,
-                    total_ms: ms(Instant::now()),
-                },
-            );
+            return failed(&fallback, e.to_string());
         }
+    };
+    // Passthrough step 1, before the VM exists: the plan decides where the vITS goes.
+    let prepared = match &cfg.device {
+        Some(spec) => {
+            let guest = GuestSetup {
+                map: crate::passthrough::guest_map(&layout),
+                preferred_base: cfg.its_base,
+                strategy: StrategyChoice::Auto,
+                viommu: false,
+            };
+            let prepared = match PreparedDevice::open(&crate::passthrough::setup_spec(spec), guest)
+            {
+                Ok(p) => p,
+                Err(e) => return failed(&layout, e.to_string()),
+            };
+            log::info!("doorbell plan:\n{}", prepared.plan());
+            if let Err(e) = crate::passthrough::apply_plan(&mut layout, prepared.plan()) {
+                return failed(
+                    &layout,
+                    format!("the doorbell plan does not fit the memory map: {e}"),
+                );
+            }
+            Some((prepared, crate::passthrough::describe(spec)))
+        }
+        None => None,
     };
     let mut vm = match Vm::new(layout.clone(), Some(Box::new(io::stdout()))) {
         Ok(vm) => vm,
-        Err(e) => {
-            return Report::new(
-                cfg,
-                &layout,
-                None,
-                GuestExit::Error(e.to_string()),
-                Default::default(),
-                Default::default(),
-                Timings {
-                    setup_ms: ms(Instant::now()),
-                    first_output_ms: None,
-                    total_ms: ms(Instant::now()),
-                },
-            );
-        }
+        Err(e) => return failed(&layout, e.to_string()),
     };
     let layout = vm.layout().clone();
+    let passthrough = match prepared {
+        Some((prepared, name)) => match attach_passthrough(&vm, prepared, name) {
+            Ok(p) => Some(p),
+            Err(e) => return failed(&layout, format!("passthrough: {e}")),
+        },
+        None => None,
+    };
     let uart = Arc::clone(vm.uart());
     let mmio = Arc::clone(vm.mmio_bus());
     let (boot, exit, setup) = match vm.load(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline) {
@@ -727,7 +841,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
         Err(e) => (None, GuestExit::Error(e.to_string()), ms(Instant::now())),
     };
     let collected = uart.finish();
-    Report::new(
+    let mut report = Report::new(
         cfg,
         &layout,
         boot,
@@ -739,5 +853,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
             first_output_ms: uart.first_output().map(ms),
             total_ms: ms(Instant::now()),
         },
-    )
+    );
+    report.passthrough = passthrough.map(|p| p.report(layout.its_doorbell()));
+    report
 }

@@ -52,6 +52,26 @@ struct VectorSlot {
     host_enabled: bool,
     /// What the write-through step found or did for this vector last time it was enabled.
     program: Option<DeviceProgram>,
+    /// The last time the vector was enabled on the device, kept across disables.
+    record: Option<EnableRecord>,
+}
+
+/// What happened the last time a vector was enabled on the physical device: the guest's
+/// message and the address the device's real table held right after (read through the
+/// `MSIX_MAPPABLE` mapping). Kept after the guest disables MSI-X, for reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EnableRecord {
+    /// Vector index.
+    pub index: u16,
+    /// The address the guest programmed.
+    pub guest_address: u64,
+    /// The data the guest programmed (its EventID; never sent to the device).
+    pub guest_data: u32,
+    /// The address the device's real table held after the enable and write-through, when
+    /// readable.
+    pub device_address: Option<u64>,
+    /// How many times the vector was enabled on the device.
+    pub enables: u32,
 }
 
 /// One vector as the VMM reports it.
@@ -156,6 +176,7 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                 irqfd: false,
                 host_enabled: false,
                 program: None,
+                record: None,
             });
         }
         Ok(PassthroughDevice {
@@ -512,6 +533,20 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             DeviceProgram::SetIova { .. } => {}
         }
         slot.program = Some(program);
+        let device_address = self.backend.read_table_address(u.index).ok().flatten();
+        let slot = &mut self.slots[i];
+        slot.record = Some(EnableRecord {
+            index: u.index,
+            guest_address: u.address,
+            guest_data: u.data,
+            device_address,
+            enables: slot.record.map_or(1, |r| r.enables.saturating_add(1)),
+        });
+    }
+
+    /// The last enable of every vector that was ever enabled on the device.
+    pub fn enable_records(&self) -> Vec<EnableRecord> {
+        self.slots.iter().filter_map(|s| s.record).collect()
     }
 
     /// Every vector's guest and host state, with the real table's address read live.

@@ -35,7 +35,9 @@ mod vfio;
 pub use backend::{BackendError, DeviceBackend, GuestMapper, MsiRoute, MsiRouter};
 pub use bars::{BarChange, BarWindow, GuestBar, GuestBars};
 pub use config::{COMMAND_FORWARD_MASK, CapPlan, VirtualConfig, plan_caps};
-pub use device::{DirectPiece, FaultCounters, PassthroughConfig, PassthroughDevice, VectorReport};
+pub use device::{
+    DirectPiece, EnableRecord, FaultCounters, PassthroughConfig, PassthroughDevice, VectorReport,
+};
 pub use error::{Error, Result};
 pub use kvm::{KVM_MAX_IRQ_ROUTES, KvmMsiRouter, KvmSlotMapper, msi_entry};
 pub use parts::{ModelParts, build_model};

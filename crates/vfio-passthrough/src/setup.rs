@@ -247,10 +247,18 @@ fn verify_doorbell(
         return Ok(None);
     }
     let efd = EventFd::new(EFD_NONBLOCK).map_err(Error::Eventfd)?;
-    let dev = backend.device();
-    dev.set_vector_eventfd(IrqIndex::Msix, 0, Some(&efd))?;
+    let msix_err = |what: &str, e: crate::backend::BackendError| Error::Msix {
+        device: backend.device().name().to_string(),
+        reason: format!("{what}: {e}"),
+    };
+    // Through the backend, which sizes the block as the kernel requires.
+    backend
+        .set_vector(0, Some(&efd))
+        .map_err(|e| msix_err("enabling vector 0 to read the doorbell", e))?;
     let addr = backend.read_table_address(0);
-    backend.device().disable_irqs(IrqIndex::Msix)?;
+    backend
+        .disable_vectors()
+        .map_err(|e| msix_err("disabling MSI-X after reading the doorbell", e))?;
     addr.map_err(|e| Error::Msix {
         device: backend.device().name().to_string(),
         reason: format!("reading the real table: {e}"),

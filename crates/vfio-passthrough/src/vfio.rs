@@ -1,6 +1,8 @@
 //! The VFIO implementation of [`DeviceBackend`]: a bound, attached [`VfioDevice`] plus the
 //! BAR mappings the passthrough model uses.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use msi_trap::msix::layout::{BarInfo, MsixLayout, RealMsix, TrapRange};
 use vfio_cdev::{IrqIndex, RegionInfo, RegionMapping, VfioDevice};
 use vmm_sys_util::eventfd::EventFd;
@@ -30,12 +32,21 @@ struct TableMap {
 }
 
 /// A bound and attached VFIO device as a [`DeviceBackend`].
+///
+/// Field order is drop order: the BAR mappings go first, because each holds the device file
+/// open; only then does closing the device detach it from its IOAS, so that the IOAS (held
+/// by the device) can be destroyed.
 #[derive(Debug)]
 pub struct VfioBackend {
-    dev: VfioDevice,
-    regions: [Option<RegionInfo>; 6],
     table: Option<TableMap>,
     direct: Vec<RegionMapping>,
+    dev: VfioDevice,
+    regions: [Option<RegionInfo>; 6],
+    /// MSI-X vectors of the device: the first enable allocates all of them (the unused ones
+    /// without an eventfd), see `set_vector` below.
+    msix_vectors: u32,
+    /// Whether MSI-X is enabled on the device (through this backend).
+    msix_on: AtomicBool,
 }
 
 fn bar_kind(reg: u32, size: u64) -> BarInfo {
@@ -128,12 +139,21 @@ impl VfioBackend {
             regions[i] = Some(r);
         }
         let bars = decode_bars(&regs, &sizes);
+        let msix_vectors = match dev.irq_info(IrqIndex::Msix) {
+            Ok(info) => info.count,
+            Err(e) => {
+                log::warn!("{}: no MSI-X IRQ info: {e}", dev.name());
+                0
+            }
+        };
         Ok((
             VfioBackend {
-                dev,
-                regions,
                 table: None,
                 direct: Vec::new(),
+                dev,
+                regions,
+                msix_vectors,
+                msix_on: AtomicBool::new(false),
             },
             DeviceFacts {
                 config,
@@ -249,18 +269,35 @@ impl DeviceBackend for VfioBackend {
         Ok(self.dev.write_region(self.region(bar)?, offset, buf)?)
     }
 
+    /// The first enable allocates the whole MSI-X block: vfio-pci sizes the host's
+    /// allocation on the first `SET_IRQS` (start + count vectors), and adding vectors later
+    /// needs dynamic MSI-X allocation in the host's MSI domain, which is refused with
+    /// `EINVAL` when it is missing: even without `VFIO_IRQ_INFO_NORESIZE`, the GICv3 ITS of
+    /// the Linux 7.2 test host refuses it (seen in the end-to-end test). Unused vectors get
+    /// no eventfd (-1) and stay masked on the device.
     fn set_vector(
         &self,
         vector: u16,
         eventfd: Option<&EventFd>,
     ) -> std::result::Result<(), BackendError> {
-        Ok(self
-            .dev
-            .set_vector_eventfd(IrqIndex::Msix, u32::from(vector), eventfd)?)
+        let vector = u32::from(vector);
+        if !self.msix_on.load(Ordering::SeqCst) && eventfd.is_some() {
+            let fds: Vec<Option<&EventFd>> = (0..self.msix_vectors.max(vector + 1))
+                .map(|i| if i == vector { eventfd } else { None })
+                .collect();
+            self.dev.set_vector_eventfds(IrqIndex::Msix, 0, &fds)?;
+        } else {
+            self.dev
+                .set_vector_eventfd(IrqIndex::Msix, vector, eventfd)?;
+        }
+        self.msix_on.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     fn disable_vectors(&self) -> std::result::Result<(), BackendError> {
-        Ok(self.dev.disable_irqs(IrqIndex::Msix)?)
+        self.dev.disable_irqs(IrqIndex::Msix)?;
+        self.msix_on.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     fn prepare_msi_iova(&self, vector: u16, iova: u64) -> std::result::Result<(), BackendError> {

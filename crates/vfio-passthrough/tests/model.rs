@@ -462,8 +462,11 @@ fn disable_tears_routes_and_vectors_down() {
             Call::Disable
         ]
     );
+    // The enable records outlive the disable.
+    assert_eq!(dev.enable_records().len(), 2);
     // Re-enabling brings them back with fresh GSIs and one routing update.
     linux_msix_setup(&mut dev, 2);
+    assert!(dev.enable_records().iter().all(|r| r.enables == 2));
     let calls = take(&log);
     assert_eq!(
         calls

@@ -1,0 +1,145 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The end-to-end passthrough run in the QEMU test host, and the project's demo.
+//!
+//! ```text
+//! cargo run -p passthrough-vmm --example testhost_e2e -- [--demo] [--kernel IMAGE] [--busybox PATH]
+//! ```
+//!
+//! Cross-builds `passthrough-vmm` and this crate's tests, packs an L2 initramfs (busybox and
+//! `tests/l2/e2e-init.sh`), and boots L1 (QEMU TCG aarch64, SMMUv3, GICv3 ITS, KVM) with two
+//! igb NICs on one QEMU hub, NIC 1 bound to vfio-pci. In L1 it runs this crate's in-guest
+//! tests, among them `tests/e2e.rs`: the VMM boots L2 with NIC 1 passed through, twice.
+//! With `--demo` only the end-to-end test runs. Either way the readable report of each
+//! end-to-end run is printed, then every in-guest result and `testhost: N passed, M failed`.
+//!
+//! Defaults: `$TESTHOST_KERNEL`, else `../shared/kernel/Image-arm64` beside the repository
+//! (booted as L1 and as L2); busybox from `testhost setup`'s cache. `$TESTHOST_KERNEL_VARIANT`
+//! (`upstream` or `patched`) is passed to the tests. Files go to
+//! `<workspace>/target/testhost/e2e`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use testhost::cross::CrossBuild;
+use testhost::host::TestHost;
+use testhost::initramfs::Initramfs;
+use testhost::plan::PlanStep;
+
+/// L2's `/init` for the end-to-end test.
+const L2_E2E_INIT: &str = include_str!("../tests/l2/e2e-init.sh");
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("testhost_e2e: {e}");
+            println!("testhost: 0 passed, 1 failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> testhost::Error {
+    let path = path.to_path_buf();
+    move |source| testhost::Error::Io { op, path, source }
+}
+
+fn run() -> Result<bool, testhost::Error> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = workspace.canonicalize().unwrap_or(workspace);
+    let mut demo = false;
+    let mut kernel = std::env::var_os("TESTHOST_KERNEL").map(PathBuf::from);
+    let mut busybox = PathBuf::from("/var/cache/passthrough-testhost/busybox/bin/busybox");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--demo" => demo = true,
+            "--kernel" => kernel = args.next().map(PathBuf::from),
+            "--busybox" => busybox = args.next().map(PathBuf::from).unwrap_or(busybox),
+            other => {
+                return Err(testhost::Error::Config {
+                    what: "argument",
+                    reason: format!("unknown argument {other:?}"),
+                });
+            }
+        }
+    }
+    let kernel = kernel
+        .or_else(|| {
+            let shared = workspace.join("../shared/kernel/Image-arm64");
+            shared.is_file().then_some(shared)
+        })
+        .ok_or_else(|| testhost::Error::Config {
+            what: "kernel",
+            reason: "set TESTHOST_KERNEL or pass --kernel".to_owned(),
+        })?;
+    let variant = std::env::var("TESTHOST_KERNEL_VARIANT").unwrap_or_else(|_| "upstream".into());
+
+    let cross = CrossBuild::new(&workspace);
+    eprintln!("testhost_e2e: cross-building passthrough-vmm and its tests");
+    let vmm = cross.build_bins("passthrough-vmm", &["passthrough-vmm".to_owned()])?;
+    let tests = cross.build_tests(&["passthrough-vmm".to_owned()])?;
+
+    let run_dir = workspace.join("target/testhost/e2e");
+    std::fs::create_dir_all(&run_dir).map_err(io_err("create", &run_dir))?;
+    let l2 = run_dir.join("l2-e2e.cpio");
+    let mut l2_fs = Initramfs::new();
+    for dir in ["/bin", "/dev", "/proc", "/sys"] {
+        l2_fs.dir(dir, 0o755)?;
+    }
+    l2_fs
+        .host_file("/bin/busybox", 0o755, &busybox)?
+        .bytes("/init", 0o755, L2_E2E_INIT.as_bytes().to_vec())?
+        .char_device("/dev/console", 0o600, 5, 1)?;
+    l2_fs.write_file(&l2)?;
+
+    let mut host = TestHost::new(&kernel, &busybox, &run_dir);
+    host.nics(2)
+        .bind([1])
+        .cpus(2)
+        .memory_mib(2048)
+        .timeout(Duration::from_secs(900));
+    host.files()
+        .dir("/testhost/vmm", 0o755)?
+        .host_file("/testhost/vmm/passthrough-vmm", 0o755, &vmm[0].executable)?
+        .host_file("/testhost/vmm/Image", 0o644, &kernel)?
+        .host_file("/testhost/vmm/l2-e2e.cpio", 0o644, &l2)?;
+    for t in &tests {
+        let suite = t.suite_name();
+        if demo && !suite.ends_with("e2e") {
+            continue;
+        }
+        let guest = format!("/testhost/bin/{}", suite.replace('/', "-"));
+        host.files().host_file(&guest, 0o755, &t.executable)?;
+        host.step(PlanStep::libtest(suite, guest).env("TESTHOST_KERNEL_VARIANT", variant.clone()));
+    }
+    host.step(PlanStep::lines("e2e-report", "/bin/busybox").args(["cat", "/tmp/e2e-report.txt"]));
+    eprintln!(
+        "testhost_e2e: booting {} ({variant}) with 2 NICs, NIC 1 on vfio-pci",
+        kernel.display()
+    );
+    let outcome = host.run()?;
+    for s in &outcome.report.suites {
+        if s.name == "e2e-report" {
+            println!("{}", s.output.join("\n"));
+        }
+    }
+    let mut out = std::io::stdout();
+    testhost::cli::print_outcome(&outcome, &mut out)
+        .map_err(io_err("write", Path::new("stdout")))?;
+    println!(
+        "testhost: L1 ran {:.1} s{}",
+        outcome.exit.elapsed.as_secs_f64(),
+        outcome
+            .report
+            .done_uptime
+            .map(|u| format!(" (uptime at DONE {u:.1} s)"))
+            .unwrap_or_default()
+    );
+    println!("testhost: {}", outcome.tally());
+    Ok(outcome.success())
+}

@@ -1,0 +1,388 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The mission end to end, inside the QEMU test host (L1): `passthrough-vmm` boots an L2
+//! Linux guest with an igb NIC passed through (VFIO cdev + iommufd), its MSI-X reaching the
+//! guest through the in-kernel vITS the doorbell planner placed, and no RMR anywhere.
+//!
+//! L1 has two igb NICs on one QEMU hub: NIC 0 stays on L1's igb driver, NIC 1 is bound to
+//! vfio-pci (the driver, `examples/testhost_e2e.rs`, boots L1 so). The test brings L1's NIC
+//! up, runs the VMM with `--device <NIC 1>` and, while L2 runs, pings L2's link-local address
+//! from L1; L2's `/init` (`tests/l2/e2e-init.sh`) checks the guest side (igb bound, MSI-X
+//! vectors, interrupt counts rising, pings to L1 answered, no reserved-memory node) and
+//! reports it. Then the VMM's report must show:
+//!
+//! - the physical doorbell mapped at the vITS doorbell IPA (the address the kernel programmed
+//!   into the device's real MSI-X table equals `GITS_TRANSLATER` of the vITS);
+//! - every vector the guest enabled holding, in the real table, the address the guest
+//!   programmed;
+//! - no host-side fault.
+//!
+//! It runs twice in one L1 boot, proving that teardown leaves nothing behind.
+//!
+//! Inputs in L1: the VMM (`$PASSTHROUGH_VMM_BIN`, else `/testhost/vmm/passthrough-vmm`),
+//! the L2 kernel (`/testhost/vmm/Image`), the L2 initramfs (`/testhost/vmm/l2-e2e.cpio`),
+//! `TESTHOST_VFIO_BDFS` (set by the test host's `/init`). `TESTHOST_KERNEL_VARIANT=patched`
+//! says the kernel has the user-window UAPI, so the plan must use it.
+//! A human-readable report of each run is appended to `/tmp/e2e-report.txt`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn in_guest() -> bool {
+    std::env::var_os("TESTHOST_IN_GUEST").is_some_and(|v| v == "1")
+}
+
+/// The IPv6 link-local address of a MAC (RFC 4291 Appendix A, modified EUI-64).
+fn link_local(mac: &str) -> Option<String> {
+    let b: Vec<u8> = mac
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16).ok())
+        .collect::<Option<_>>()?;
+    if b.len() != 6 {
+        return None;
+    }
+    Some(format!(
+        "fe80::{:x}:{:x}:{:x}:{:x}",
+        (u16::from(b[0] ^ 2) << 8) | u16::from(b[1]),
+        (u16::from(b[2]) << 8) | 0xff,
+        0xfe00 | u16::from(b[3]),
+        (u16::from(b[4]) << 8) | u16::from(b[5])
+    ))
+}
+
+#[test]
+fn link_local_of_the_test_host_macs() {
+    assert_eq!(
+        link_local("52:54:00:7e:57:01").as_deref(),
+        Some("fe80::5054:ff:fe7e:5701")
+    );
+    assert_eq!(link_local("52:54:00:7e:57"), None);
+    assert_eq!(link_local("zz:54:00:7e:57:01"), None);
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+struct Inputs {
+    vmm: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    /// The NIC passed through (bound to vfio-pci).
+    device: String,
+    /// L1's own NIC interface.
+    l1_iface: String,
+    l1_addr: String,
+    l2_addr: String,
+}
+
+fn file(var: &str, default: &str) -> PathBuf {
+    let p = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        p.is_file(),
+        "{} is missing from the L1 initramfs",
+        p.display()
+    );
+    p
+}
+
+fn inputs() -> Option<Inputs> {
+    if !in_guest() {
+        eprintln!("skipped: not in the test VM (TESTHOST_IN_GUEST is not 1)");
+        return None;
+    }
+    assert!(
+        Path::new("/dev/kvm").exists(),
+        "/dev/kvm missing in the test VM"
+    );
+    let device = std::env::var("TESTHOST_VFIO_BDFS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .expect("no NIC bound to vfio-pci: boot L1 with NIC 1 bound (examples/testhost_e2e.rs)");
+    let index = (0..testhost::qemu::MAX_NICS)
+        .find(|i| testhost::qemu::nic_bdf(*i).as_deref() == Some(device.as_str()))
+        .expect("the bound NIC is not one of the test host's");
+    // L1's own NIC: an igb function still on the igb driver.
+    let mut l1 = None;
+    for e in std::fs::read_dir("/sys/bus/pci/devices").unwrap().flatten() {
+        let d = e.path();
+        let driver = std::fs::read_link(d.join("driver")).unwrap_or_default();
+        if read(&d.join("vendor")) == "0x8086"
+            && read(&d.join("device")) == "0x10c9"
+            && driver.file_name().is_some_and(|n| n == "igb")
+        {
+            let net = std::fs::read_dir(d.join("net")).unwrap().flatten().next();
+            l1 = net.map(|n| n.file_name().to_string_lossy().into_owned());
+            break;
+        }
+    }
+    let l1_iface = l1.expect("no igb NIC left on L1's igb driver (boot L1 with 2 NICs, bind 1)");
+    let l1_mac = read(&Path::new("/sys/class/net").join(&l1_iface).join("address"));
+    Some(Inputs {
+        vmm: file("PASSTHROUGH_VMM_BIN", "/testhost/vmm/passthrough-vmm"),
+        kernel: file("PASSTHROUGH_VMM_KERNEL", "/testhost/vmm/Image"),
+        initrd: file("PASSTHROUGH_VMM_E2E_INITRD", "/testhost/vmm/l2-e2e.cpio"),
+        device,
+        l1_addr: link_local(&l1_mac).expect("L1 MAC"),
+        l2_addr: link_local(&testhost::qemu::nic_mac(index)).expect("L2 MAC"),
+        l1_iface,
+    })
+}
+
+fn busybox(args: &[&str]) -> (bool, String) {
+    let out = Command::new("/bin/busybox")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("busybox");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Brings L1's NIC up and waits (up to 20 s) for its link-local address to leave duplicate
+/// address detection.
+fn l1_up(iface: &str) {
+    busybox(&["ip", "link", "set", iface, "up"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let (_, a) = busybox(&["ip", "-6", "addr", "show", "dev", iface, "scope", "link"]);
+        if a.contains("inet6") && !a.contains("tentative") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("L1's {iface} has no usable link-local address after 20 s");
+}
+
+struct Run {
+    code: Option<i32>,
+    report: Value,
+    l1_replies: u32,
+    stdout: String,
+    stderr: String,
+    wall: Duration,
+}
+
+fn run_once(inp: &Inputs, n: u32) -> Run {
+    let report_path = PathBuf::from(format!("/tmp/e2e-{n}.json"));
+    let _ = std::fs::remove_file(&report_path);
+    let cmdline = format!(
+        "console=ttyS0 earlycon panic=-1 quiet e2e_peer={} e2e_linger=6",
+        inp.l1_addr
+    );
+    let started = Instant::now();
+    let child = Command::new(&inp.vmm)
+        .args(["--kernel"])
+        .arg(&inp.kernel)
+        .arg("--initrd")
+        .arg(&inp.initrd)
+        .args(["--mem", "256", "--cpus", "1", "--device", &inp.device])
+        .args(["--cmdline", &cmdline])
+        .arg("--report")
+        .arg(&report_path)
+        .env("PASSTHROUGH_VMM_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning passthrough-vmm");
+
+    // L1 pings L2 while it runs.
+    let done = Arc::new(AtomicBool::new(false));
+    let replies = Arc::new(AtomicU32::new(0));
+    let pinger = {
+        let (done, replies) = (Arc::clone(&done), Arc::clone(&replies));
+        let (iface, addr) = (inp.l1_iface.clone(), inp.l2_addr.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) && replies.load(Ordering::SeqCst) < 3 {
+                let (ok, _) = busybox(&["ping6", "-c", "1", "-W", "1", "-I", &iface, &addr]);
+                if ok {
+                    replies.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            }
+        })
+    };
+    let out = child
+        .wait_with_output()
+        .expect("waiting for passthrough-vmm");
+    done.store(true, Ordering::SeqCst);
+    let _ = pinger.join();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = std::fs::read_to_string(&report_path).unwrap_or_else(|e| {
+        panic!("run {n}: no report: {e}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
+    });
+    Run {
+        code: out.status.code(),
+        report: serde_json::from_str(&text).expect("report JSON"),
+        l1_replies: replies.load(Ordering::SeqCst),
+        stdout,
+        stderr,
+        wall: started.elapsed(),
+    }
+}
+
+fn u64_of(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(u64::MAX)
+}
+
+fn check(inp: &Inputs, run: &Run, n: u32) {
+    let r = &run.report;
+    let ctx = || {
+        format!(
+            "run {n}\nreport: {r:#}\n--- L2 console ---\n{}\n--- VMM stderr ---\n{}",
+            run.stdout, run.stderr
+        )
+    };
+    assert_eq!(run.code, Some(0), "{}", ctx());
+    assert_eq!(r["exit"]["guest_status"], 0, "{}", ctx());
+    let p = &r["passthrough"];
+    let its_base = u64_of(&r["its_base"]);
+    let doorbell = u64_of(&r["its_doorbell"]);
+    assert_eq!(doorbell, its_base + 0x10040, "{}", ctx());
+    // The placement: the kernel's window on upstream, a window the VMM chose on the patched
+    // kernel, away from the default 0x8000000.
+    let patched = std::env::var("TESTHOST_KERNEL_VARIANT").is_ok_and(|v| v == "patched");
+    let window_start = u64_of(&p["msi_window"][0]);
+    if patched {
+        assert_eq!(p["plan"]["strategy"], "user-window", "{}", ctx());
+        assert_ne!(window_start, 0x800_0000, "{}", ctx());
+    } else {
+        assert_eq!(p["plan"]["strategy"], "kernel-window", "{}", ctx());
+        assert_eq!(
+            (its_base, window_start),
+            (0x7ff_0000, 0x800_0000),
+            "{}",
+            ctx()
+        );
+    }
+    // The physical doorbell is mapped at the vITS doorbell IPA.
+    assert_eq!(u64_of(&p["observed_doorbell"]), doorbell, "{}", ctx());
+    assert_eq!(p["doorbell_at_its_ipa"], true, "{}", ctx());
+    // Every enabled vector: the guest programmed the vITS doorbell, and the device's real
+    // table holds exactly that address.
+    let vectors = p["vectors"].as_array().cloned().unwrap_or_default();
+    assert!(vectors.len() >= 2, "{}", ctx());
+    for v in &vectors {
+        assert_eq!(u64_of(&v["guest_address"]), doorbell, "{}", ctx());
+        assert_eq!(u64_of(&v["device_address"]), doorbell, "{}", ctx());
+    }
+    assert_eq!(p["addresses_written_through"], true, "{}", ctx());
+    for (k, v) in p["faults"].as_object().cloned().unwrap_or_default() {
+        assert_eq!(v, 0, "fault counter {k}\n{}", ctx());
+    }
+    // The guest side.
+    let g = &r["results"][0];
+    assert_eq!(g["errors"], "", "{}", ctx());
+    assert_eq!(g["driver"], "igb", "{}", ctx());
+    assert!(u64_of(&g["msix_vectors"]) >= 2, "{}", ctx());
+    assert_eq!(g["reserved_memory"], false, "{}", ctx());
+    assert!(u64_of(&g["ping_received"]) >= 1, "{}", ctx());
+    assert!(
+        u64_of(&g["irq_after"]) > u64_of(&g["irq_before"]),
+        "{}",
+        ctx()
+    );
+    assert!(
+        run.l1_replies >= 1,
+        "L1 got no ping reply from L2 ({})\n{}",
+        inp.l2_addr,
+        ctx()
+    );
+}
+
+fn human(inp: &Inputs, run: &Run, n: u32) -> String {
+    let r = &run.report;
+    let p = &r["passthrough"];
+    let g = &r["results"][0];
+    let mut s = format!(
+        "=== end-to-end run {n}: {:.1} s, VMM exit {:?}, guest status {}\n",
+        run.wall.as_secs_f64(),
+        run.code,
+        r["exit"]["guest_status"]
+    );
+    s += &format!(
+        "device {} -> guest {} (ITS DeviceID {:#x}); L1 NIC {} ({}), L2 {}\n",
+        inp.device,
+        p["slot"].as_str().unwrap_or("?"),
+        u64_of(&p["devid"]),
+        inp.l1_iface,
+        inp.l1_addr,
+        inp.l2_addr
+    );
+    s += &format!(
+        "placement: {}, vITS at {:#x}, doorbell (GITS_TRANSLATER) {:#x}, MSI window {:#x}-{:#x}\n",
+        p["plan"]["strategy"].as_str().unwrap_or("?"),
+        u64_of(&r["its_base"]),
+        u64_of(&r["its_doorbell"]),
+        u64_of(&p["msi_window"][0]),
+        u64_of(&p["msi_window"][1])
+    );
+    s += &format!(
+        "kernel-programmed doorbell {:#x}: at the vITS doorbell IPA: {}\n",
+        u64_of(&p["observed_doorbell"]),
+        p["doorbell_at_its_ipa"]
+    );
+    for v in p["vectors"].as_array().cloned().unwrap_or_default() {
+        s += &format!(
+            "vector {:>2}: guest address {:#x} data {:#x} -> device table address {:#x} ({} enable(s))\n",
+            u64_of(&v["index"]),
+            u64_of(&v["guest_address"]),
+            u64_of(&v["guest_data"]),
+            u64_of(&v["device_address"]),
+            u64_of(&v["enables"])
+        );
+    }
+    s += &format!(
+        "guest: driver {}, {} MSI-X vectors, interrupts {} -> {}, pings to L1 {}/{}, pings from L1 answered {}, reserved-memory node: {}\n",
+        g["driver"].as_str().unwrap_or("?"),
+        g["msix_vectors"],
+        g["irq_before"],
+        g["irq_after"],
+        g["ping_received"],
+        g["ping_sent"],
+        run.l1_replies,
+        g["reserved_memory"]
+    );
+    s += &format!(
+        "guest /proc/interrupts: {}\n",
+        g["interrupts"].as_str().unwrap_or("").replace('|', "\n  ")
+    );
+    s
+}
+
+#[test]
+fn nic_passthrough_end_to_end_twice() {
+    let Some(inp) = inputs() else { return };
+    l1_up(&inp.l1_iface);
+    for n in 1..=2 {
+        let run = run_once(&inp, n);
+        let text = human(&inp, &run, n);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/tmp/e2e-report.txt")
+        {
+            let _ = f.write_all(text.as_bytes());
+        }
+        println!("{text}");
+        check(&inp, &run, n);
+    }
+}
