@@ -574,8 +574,8 @@ impl Model {
     }
 
     /// Predicts a command's outcome (IHI 0069H §5.3, checks in the spec's order) and, on
-    /// success, applies it. Returns whether the model stays exact (an ITT outside the pool
-    /// makes it void).
+    /// success, applies it. Returns whether the model stays exact (an ITT outside the pool,
+    /// or one shared by two mapped devices, makes it void).
     fn apply(&mut self, lim: &Limits, c: &RawCommand) -> (Outcome, bool) {
         let d = c.device_id();
         let e = c.event_id();
@@ -599,7 +599,14 @@ impl Model {
                         let itt = c.itt_addr();
                         let in_pool = (ITT_POOL..ITT_POOL + ITT_SLOTS * ITT_SLOT).contains(&itt)
                             && (itt - ITT_POOL).is_multiple_of(ITT_SLOT);
-                        exact = in_pool;
+                        // Two mapped DeviceIDs sharing an ITT is a guest error with
+                        // UNPREDICTABLE results (IHI 0069H §5.2: each device has its own ITT;
+                        // an ITS may cache per DeviceID): the model stops predicting.
+                        let shared = self
+                            .devices
+                            .iter()
+                            .any(|(other, (t, _))| *other != d && *t == itt);
+                        exact = in_pool && !shared;
                         self.devices.insert(d, (itt, bits));
                     } else {
                         self.devices.remove(&d);

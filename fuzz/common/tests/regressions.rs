@@ -6,7 +6,7 @@
 //! names the crate, file and line the bug was in and what was wrong. A test here fails
 //! until the bug it records is fixed in the crate under test.
 //!
-//! Stored so far (all three were harness bugs, fixed in `fuzz/common`; none in a crate):
+//! Stored so far (all four were harness bugs, fixed in `fuzz/common`; none in a crate):
 //!
 //! - `cap_list/crash-ae32…`: an extended header at 0x100 with ID 0, version 0,
 //!   next 0 but reserved bits 21:20 set is a capability for the parser (correct: only an
@@ -18,6 +18,10 @@
 //! - `passthrough/crash-b199…`: with injected routing failures the device releases GSIs
 //!   whose route removal failed (it logs and counts the fault); the harness demanded a clean
 //!   teardown even then. Teardown cleanliness is now checked on fault-free runs only.
+//! - `vits/crash-*`: two mapped DeviceIDs given the same ITT; a MOVI through one left the
+//!   other's cached translation in place. Sharing an ITT is a guest error with
+//!   UNPREDICTABLE results (the ITS caches per DeviceID), so the model now stops predicting
+//!   once it happens; the no-panic and range invariants still apply.
 
 use std::path::PathBuf;
 
