@@ -1,0 +1,421 @@
+//! The proposed user-settable software MSI window (`IOMMU_OPTION_SW_MSI_START` /
+//! `IOMMU_OPTION_SW_MSI_SIZE`, see `iommufd_ioas::proposed` and the project's
+//! `docs/uapi.md`) against the project's patched test kernel and a real (QEMU-emulated) igb
+//! NIC behind an SMMUv3 and a GICv3 ITS.
+//!
+//! Only the patched kernel has this UAPI, so every test here prints why and returns unless
+//! `TESTHOST_KERNEL_VARIANT=patched` (the kernel argument `TESTHOST_KERNEL_VARIANT=patched`
+//! reaches the test host's /init as an environment variable). Then, like `tests/kernel.rs`,
+//! the tests need `/dev/iommu` and an Intel 82576 (8086:10c9) bound to vfio-pci; where either
+//! is absent they print why and return, and inside the QEMU test host (`TESTHOST_IN_GUEST=1`)
+//! absence is a failure. A device can be bound by one open file at a time, so the tests take
+//! a lock.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use iommufd_ioas::proposed::{Support, SwMsiWindow};
+use iommufd_ioas::{Access, IommuOption, Iommufd, IovaRange, ReservedKind};
+use vfio_cdev::{IrqIndex, PciAddress, VfioDevice};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The software MSI window the SMMUv3 driver reports (`MSI_IOVA_BASE`, 1 MiB).
+const DRIVER_SW_MSI: IovaRange = IovaRange {
+    start: 0x800_0000,
+    last: 0x80f_ffff,
+};
+/// Where the tests move the window: the page a VMM would give its vITS `GITS_TRANSLATER`.
+const USER_START: u64 = 0x0a00_0000;
+/// `GITS_TRANSLATER`'s offset within its 4 KiB page (ITS frame + 0x10040).
+const GITS_TRANSLATER_PAGE_OFFSET: u64 = 0x40;
+
+static DEVICE_LOCK: Mutex<()> = Mutex::new(());
+
+fn in_guest() -> bool {
+    std::env::var_os("TESTHOST_IN_GUEST").is_some()
+}
+
+fn patched_kernel() -> bool {
+    std::env::var("TESTHOST_KERNEL_VARIANT").is_ok_and(|v| v == "patched")
+}
+
+fn skip(why: &str) {
+    assert!(!in_guest(), "inside the test host: {why}");
+    eprintln!("skipped: {why}; runs in the QEMU test host");
+}
+
+fn read_hex(path: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(path).ok()?;
+    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// The igb NICs bound to vfio-pci, in BDF order (`VFIO_TEST_DEVICE` alone if set).
+fn find_nics() -> Vec<PciAddress> {
+    if let Ok(s) = std::env::var("VFIO_TEST_DEVICE") {
+        return vec![s.parse().expect("VFIO_TEST_DEVICE")];
+    }
+    let Ok(dir) = std::fs::read_dir("/sys/bus/pci/devices") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            read_hex(&p.join("vendor")) == Some(0x8086)
+                && read_hex(&p.join("device")) == Some(0x10c9)
+                && p.join("vfio-dev").is_dir()
+        })
+        .collect();
+    found.sort();
+    found
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str()?.parse().ok())
+        .collect()
+}
+
+struct Fixture {
+    _guard: MutexGuard<'static, ()>,
+    iommufd: Arc<Iommufd>,
+    nics: Vec<PciAddress>,
+}
+
+fn fixture() -> Option<Fixture> {
+    let guard = DEVICE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !patched_kernel() {
+        eprintln!(
+            "skipped: the SW_MSI window UAPI exists only on the project's patched kernel \
+             (TESTHOST_KERNEL_VARIANT=patched)"
+        );
+        return None;
+    }
+    if !Path::new("/dev/iommu").exists() {
+        skip("/dev/iommu absent (no CONFIG_IOMMUFD)");
+        return None;
+    }
+    let nics = find_nics();
+    if nics.is_empty() {
+        skip("no 8086:10c9 NIC bound to vfio-pci");
+        return None;
+    }
+    Some(Fixture {
+        _guard: guard,
+        iommufd: Iommufd::open().expect("open /dev/iommu"),
+        nics,
+    })
+}
+
+fn open_bound(f: &Fixture, nic: usize) -> (VfioDevice, u32) {
+    let mut dev = VfioDevice::open_pci(f.nics[nic]).expect("open by PCI address");
+    let dev_id = dev.bind(&f.iommufd).expect("bind");
+    (dev, dev_id)
+}
+
+/// The errno of an `IOMMU_OPTION` set, or 0 when it succeeded.
+fn set_errno(iommufd: &Iommufd, option: IommuOption, dev_id: u32, value: u64) -> i32 {
+    match iommufd.set_option(option, dev_id, value) {
+        Ok(()) => 0,
+        Err(e) => e.errno().map_or(-1, |e| e.raw()),
+    }
+}
+
+fn window_of(iommufd: &Iommufd, dev_id: u32) -> SwMsiWindow {
+    match iommufd.probe_sw_msi_window(dev_id).expect("probe") {
+        Support::Available(w) => w,
+        Support::Absent { errno } => panic!("window UAPI absent on the patched kernel: {errno}"),
+    }
+}
+
+fn range(start: u64, mib: u64) -> IovaRange {
+    IovaRange {
+        start,
+        last: start + (mib << 20) - 1,
+    }
+}
+
+/// The offset of the MSI-X capability in config space, walking the standard list.
+fn msix_cap(dev: &VfioDevice) -> u64 {
+    let cfg = dev.read_config_space().unwrap();
+    let mut p = cfg[0x34] as usize & !3;
+    for _ in 0..48 {
+        if p < 0x40 || p + 2 > cfg.len() {
+            break;
+        }
+        if cfg[p] == 0x11 {
+            return p as u64;
+        }
+        p = cfg[p + 1] as usize & !3;
+    }
+    panic!("no MSI-X capability");
+}
+
+fn poll_eventfd(efd: &EventFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(efd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    r > 0 && efd.read().is_ok()
+}
+
+#[test]
+fn get_reports_the_driver_window_until_set() {
+    let Some(f) = fixture() else { return };
+    let (dev, dev_id) = open_bound(&f, 0);
+    // Before any SET: the driver's IOMMU_RESV_SW_MSI region, size rounded up to MiB.
+    let w = window_of(&f.iommufd, dev_id);
+    assert_eq!(w.range(), DRIVER_SW_MSI, "{w:?}");
+    assert_eq!(w.size_mib, 1);
+    // sysfs shows the same region (the group's view, unchanged by the option).
+    let resv = dev.reserved_regions().unwrap();
+    assert!(
+        resv.iter()
+            .any(|r| r.kind == ReservedKind::Msi && r.range == DRIVER_SW_MSI),
+        "{resv:?}"
+    );
+
+    // SET then GET: the user values are the effective ones.
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(USER_START, 2).unwrap())
+        .unwrap();
+    let w = window_of(&f.iommufd, dev_id);
+    assert_eq!((w.start, w.size_mib), (USER_START, 2));
+    // The group's sysfs view keeps the driver's region.
+    assert!(
+        dev.reserved_regions()
+            .unwrap()
+            .iter()
+            .any(|r| r.range == DRIVER_SW_MSI)
+    );
+
+    // An object that is not a device (an IOAS) or no object at all: ENOENT, which the probe
+    // reports as an error, not as an old kernel.
+    let ioas = f.iommufd.alloc_ioas().unwrap();
+    for id in [ioas.id(), 0xffff] {
+        let e = f.iommufd.probe_sw_msi_window(id).unwrap_err();
+        assert_eq!(e.errno().map(|e| e.raw()), Some(libc::ENOENT), "{e}");
+    }
+    // An op that is neither SET nor GET is refused the way unknown options are.
+    // (Not reachable through the typed API; the known ops are covered above.)
+}
+
+#[test]
+fn set_validates_alignment_size_and_overflow() {
+    let Some(f) = fixture() else { return };
+    let (_dev, dev_id) = open_bound(&f, 0);
+    let start = IommuOption::SwMsiStart;
+    let size = IommuOption::SwMsiSize;
+    // START must be 1 MiB aligned; SIZE at least 1 MiB and representable in bytes.
+    for bad in [USER_START + 0x1000, USER_START + 0x8_0000, 1] {
+        assert_eq!(set_errno(&f.iommufd, start, dev_id, bad), libc::EINVAL);
+    }
+    assert_eq!(set_errno(&f.iommufd, size, dev_id, 0), libc::EINVAL);
+    assert_eq!(set_errno(&f.iommufd, size, dev_id, u64::MAX), libc::EINVAL);
+    assert_eq!(set_errno(&f.iommufd, size, dev_id, 1 << 44), libc::EINVAL);
+    // Failed SETs change nothing.
+    assert_eq!(window_of(&f.iommufd, dev_id).range(), DRIVER_SW_MSI);
+
+    // The last MiB of the IOVA space fits with 1 MiB; growing it to 2 MiB would wrap.
+    let top = u64::MAX - (1 << 20) + 1;
+    assert_eq!(set_errno(&f.iommufd, start, dev_id, top), 0);
+    assert_eq!(set_errno(&f.iommufd, size, dev_id, 2), libc::EINVAL);
+    assert_eq!(window_of(&f.iommufd, dev_id).size_mib, 1);
+    // And the other way round: a 4 MiB window cannot move to the top.
+    assert_eq!(set_errno(&f.iommufd, start, dev_id, USER_START), 0);
+    assert_eq!(set_errno(&f.iommufd, size, dev_id, 4), 0);
+    assert_eq!(set_errno(&f.iommufd, start, dev_id, top), libc::EINVAL);
+    assert_eq!(window_of(&f.iommufd, dev_id).range(), range(USER_START, 4));
+    // An address 0 window is as valid as any other (the kernel does not special-case it).
+    assert_eq!(set_errno(&f.iommufd, start, dev_id, 0), 0);
+    assert_eq!(window_of(&f.iommufd, dev_id).start, 0);
+}
+
+#[test]
+fn attach_moves_the_hole_and_freezes_the_window() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, dev_id) = open_bound(&f, 0);
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(USER_START, 1).unwrap())
+        .unwrap();
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    dev.attach_ioas(&ioas).unwrap();
+
+    // IOMMU_IOAS_IOVA_RANGES: the user window is the hole, 0x8000000 is allowed again.
+    let ranges = ioas.iova_ranges().unwrap();
+    let user = range(USER_START, 1);
+    assert!(ranges.holes().contains(&user), "{:?}", ranges.ranges());
+    assert!(!ranges.allows(&user));
+    assert!(ranges.allows(&DRIVER_SW_MSI), "{:?}", ranges.ranges());
+    // So guest RAM can be mapped where the driver's window was, and not over the new one.
+    let low = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(DRIVER_SW_MSI.start), 0x10_0000)])
+        .unwrap();
+    ioas.map_guest_memory(&low, Access::READ_WRITE).unwrap();
+    let over = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(USER_START), 0x1000)]).unwrap();
+    let e = ioas
+        .map_guest_memory(&over, Access::READ_WRITE)
+        .unwrap_err();
+    assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EINVAL), "{e}");
+
+    // Attached: both options refuse SET with EBUSY (even valid values), GET still answers.
+    let start = IommuOption::SwMsiStart;
+    assert_eq!(
+        set_errno(&f.iommufd, start, dev_id, 0x0b00_0000),
+        libc::EBUSY
+    );
+    assert_eq!(
+        set_errno(&f.iommufd, IommuOption::SwMsiSize, dev_id, 2),
+        libc::EBUSY
+    );
+    // Argument errors are still reported as such.
+    assert_eq!(
+        set_errno(&f.iommufd, start, dev_id, 0x0b00_1000),
+        libc::EINVAL
+    );
+    assert_eq!(window_of(&f.iommufd, dev_id).range(), user);
+
+    // Detached before any MSI was set up: the window may change again, and the next attach
+    // uses the new one.
+    dev.detach().unwrap();
+    assert!(ioas.iova_ranges().unwrap().holes().is_empty());
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(0x0c00_0000, 2).unwrap())
+        .unwrap();
+    dev.attach_ioas(&ioas).unwrap();
+    let holes = ioas.iova_ranges().unwrap().holes();
+    assert_eq!(holes, vec![range(0x0c00_0000, 2)]);
+    dev.detach().unwrap();
+}
+
+#[test]
+fn attach_refuses_a_window_over_mappings_and_other_windows() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, dev_id) = open_bound(&f, 0);
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    // RAM already mapped at the window: the window cannot be reserved.
+    let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(USER_START), 0x20_0000)]).unwrap();
+    ioas.map_guest_memory(&ram, Access::READ_WRITE).unwrap();
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(USER_START + 0x10_0000, 1).unwrap())
+        .unwrap();
+    let e = dev.attach_ioas(&ioas).unwrap_err();
+    assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EADDRINUSE), "{e}");
+    assert_eq!(dev.attached_to(), None);
+    // Nothing was left reserved by the failed attach.
+    assert!(ioas.iova_ranges().unwrap().holes().is_empty());
+
+    // Beyond the SMMU's input range (the aperture is reserved by the domain): EADDRINUSE.
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(1 << 60, 1).unwrap())
+        .unwrap();
+    let e = dev.attach_ioas(&ioas).unwrap_err();
+    assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EADDRINUSE), "{e}");
+
+    // Elsewhere it attaches.
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(0x0e00_0000, 2).unwrap())
+        .unwrap();
+    dev.attach_ioas(&ioas).unwrap();
+
+    // A second NIC in the same IOAS: a window that overlaps the first device's window but
+    // starts elsewhere is refused; the same start, or a disjoint window, is fine.
+    if f.nics.len() < 2 {
+        eprintln!("second-device checks skipped: only one igb is bound to vfio-pci");
+        return;
+    }
+    let (mut dev2, dev2_id) = open_bound(&f, 1);
+    f.iommufd
+        .set_sw_msi_window(dev2_id, SwMsiWindow::new(0x0e10_0000, 1).unwrap())
+        .unwrap();
+    let e = dev2.attach_ioas(&ioas).unwrap_err();
+    assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EADDRINUSE), "{e}");
+    // The driver's window of the second device does not touch the first one's: fine, and
+    // both holes show.
+    let (mut dev2, dev2_id) = {
+        drop(dev2);
+        open_bound(&f, 1)
+    };
+    dev2.attach_ioas(&ioas).unwrap();
+    let holes = ioas.iova_ranges().unwrap().holes();
+    assert!(holes.contains(&DRIVER_SW_MSI), "{holes:?}");
+    assert!(holes.contains(&range(0x0e00_0000, 2)), "{holes:?}");
+    dev2.detach().unwrap();
+    // Same start as the first device's window (smaller): shares its doorbell IOVAs.
+    f.iommufd
+        .set_sw_msi_window(dev2_id, SwMsiWindow::new(0x0e00_0000, 1).unwrap())
+        .unwrap();
+    dev2.attach_ioas(&ioas).unwrap();
+    dev2.detach().unwrap();
+    dev.detach().unwrap();
+}
+
+#[test]
+fn real_msix_interrupt_through_the_moved_window() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, dev_id) = open_bound(&f, 0);
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(USER_START, 1).unwrap())
+        .unwrap();
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    dev.attach_ioas(&ioas).unwrap();
+    // Guest RAM where the driver's window used to be: DMA and MSI must not collide.
+    let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(DRIVER_SW_MSI.start), 0x20_0000)])
+        .unwrap();
+    ioas.map_guest_memory(&ram, Access::READ_WRITE).unwrap();
+
+    let efds = [
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+    ];
+    dev.set_vector_eventfds(IrqIndex::Msix, 0, &[Some(&efds[0]), Some(&efds[1])])
+        .unwrap();
+
+    // The device's own table holds the doorbell at the user window: window + the
+    // GITS_TRANSLATER page offset (the first doorbell page of the window).
+    let cap = msix_cap(&dev);
+    let table = dev.read_config_u32(cap + 4).unwrap();
+    let (bir, table_off) = (table & 7, u64::from(table & !7));
+    let bar = dev.region_info(bir).unwrap();
+    let page = table_off & !0xfff;
+    let map = dev.mmap_region(&bar, page, 0x1000).unwrap();
+    let entry = (table_off - page) as usize;
+    for v in 0..2 {
+        let lo = map.read_u32(entry + 16 * v).unwrap();
+        let hi = map.read_u32(entry + 16 * v + 4).unwrap();
+        let addr = (u64::from(hi) << 32) | u64::from(lo);
+        assert_eq!(addr, USER_START + GITS_TRANSLATER_PAGE_OFFSET, "vector {v}");
+    }
+
+    // Bus master on, then make the igb raise vectors 0 and 1: GPIE = NSICR | MSIX_MODE |
+    // EIAME | PBA, EIMS enables both, EICS sets the cause. The write goes device -> SMMUv3
+    // (IOVA 0x0a000040 -> the ITS doorbell) -> ITS -> VFIO eventfd.
+    let cmd = dev.read_config_u16(4).unwrap();
+    dev.write_config_u16(4, cmd | 0x4).unwrap();
+    let bar0 = dev.region_info(0).unwrap();
+    let regs = dev.mmap_region(&bar0, 0, 0x2000).unwrap();
+    assert!(regs.write_u32(0x1514, 1 | (1 << 4) | (1 << 30) | (1 << 31)));
+    assert!(regs.write_u32(0x1524, 0x3));
+    assert!(regs.write_u32(0x1520, 0x1));
+    assert!(
+        poll_eventfd(&efds[0], Duration::from_secs(2)),
+        "vector 0 did not fire through the moved window"
+    );
+    assert!(regs.write_u32(0x1520, 0x2));
+    assert!(
+        poll_eventfd(&efds[1], Duration::from_secs(2)),
+        "vector 1 did not fire through the moved window"
+    );
+    assert!(regs.write_u32(0x1528, 0x3)); // EIMC: mask again
+    dev.write_config_u16(4, cmd).unwrap();
+    dev.disable_irqs(IrqIndex::Msix).unwrap();
+
+    // Once doorbells were mapped through the window the device's MSI messages carry IOVAs
+    // in it: the window stays fixed for this binding even after detach.
+    dev.detach().unwrap();
+    assert_eq!(
+        set_errno(&f.iommufd, IommuOption::SwMsiStart, dev_id, 0x0b00_0000),
+        libc::EBUSY
+    );
+    assert_eq!(window_of(&f.iommufd, dev_id).range(), range(USER_START, 1));
+}
