@@ -4,7 +4,10 @@
 #   2. the unit, property and doc tests of every crate (`cargo test --workspace`; tests that
 #      need /dev/iommu, a vfio-pci device or /dev/kvm print why they skip);
 #   3. the real-kernel tier: the kernel-facing tests cross-built for aarch64 and run inside the
-#      QEMU test host (SMMUv3, GICv3 ITS, igb NICs), which installs what it needs itself.
+#      QEMU test host (SMMUv3, GICv3 ITS, igb NICs), which installs what it needs itself;
+#   4. the end-to-end test: passthrough-vmm, inside the test host, boots a Linux guest with
+#      an igb NIC passed through (VFIO cdev + iommufd), twice, plus the VMM's own boot tests;
+#   5. a short run of every fuzz target (FUZZ_SECONDS each, default 20).
 # The kernel is $TESTHOST_KERNEL, else ../shared/kernel/Image-arm64 beside the repository,
 # else built once per machine from tests/testhost/kernel/.
 set -euo pipefail
@@ -26,7 +29,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "cargo test --workspace"
 cargo test --workspace
 
-step "real-kernel tier in the QEMU test host"
-bash tests/testhost/run.sh
+step "real-kernel tier in the QEMU test host: IOAS, VFIO, a real MSI-X interrupt, stateful fuzzing"
+bash tests/testhost/run.sh testhost iommufd-ioas vfio-cdev kernel-fuzz
+
+step "end to end: passthrough-vmm boots a guest with an igb passed through, twice"
+cargo run -q -p passthrough-vmm --example testhost_e2e
+
+step "fuzzing: every target for a short while"
+bash fuzz/run.sh "${FUZZ_SECONDS:-20}"
 
 printf '\nall tests passed in %ss\n' "$(( $(date +%s) - started ))"

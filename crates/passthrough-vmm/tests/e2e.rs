@@ -252,6 +252,9 @@ fn check(inp: &Inputs, run: &Run, n: u32) {
         )
     };
     assert_eq!(run.code, Some(0), "{}", ctx());
+    // Nothing went wrong on the host side either, teardown included (an IOAS left busy, a
+    // failed unmap or irqfd deassign are logged as errors).
+    assert!(!run.stderr.contains("ERROR"), "{}", ctx());
     assert_eq!(r["exit"]["guest_status"], 0, "{}", ctx());
     let p = &r["passthrough"];
     let its_base = u64_of(&r["its_base"]);

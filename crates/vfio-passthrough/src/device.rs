@@ -349,8 +349,17 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
         }
     }
 
+    /// Whether the host still holds MSI-X state (an enabled vector, a GSI) that the guest's
+    /// view no longer allows: MSI-X Enable clear (PCIe 6.0 §7.7.2.2: the function must not
+    /// use MSI-X then). `msi-trap` does not mark such a change due when every vector was
+    /// masked already (no deliverability changed), so the device checks it itself.
+    fn host_state_stale(&self) -> bool {
+        self.msix.as_ref().is_some_and(|m| !m.enabled())
+            && self.slots.iter().any(|s| s.host_enabled || s.gsi.is_some())
+    }
+
     fn commit_if_due(&mut self) {
-        if self.msix.as_ref().is_some_and(|m| m.updates_due()) {
+        if self.msix.as_ref().is_some_and(|m| m.updates_due()) || self.host_state_stale() {
             self.commit();
         }
     }
@@ -359,10 +368,11 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
     /// the end of each trapped write that made a batch due; a VMM may call it at any time
     /// (an explicit flush).
     pub fn commit(&mut self) {
+        let stale = self.host_state_stale();
         let Some(msix) = &mut self.msix else { return };
         let mut batch = std::mem::take(&mut self.batch);
         msix.take_updates_into(&mut batch);
-        if !batch.is_empty() {
+        if !batch.is_empty() || stale {
             self.apply(&batch);
         }
         batch.clear();

@@ -478,6 +478,36 @@ fn disable_tears_routes_and_vectors_down() {
     assert!(calls.contains(&Call::SetVector(0, true)));
 }
 
+/// Found by the `passthrough` fuzz target: MSI-X Enable cleared while every vector is
+/// masked changes no vector's deliverability, so no batch is due; the device must still
+/// release the physical vectors and the routes.
+#[test]
+fn disable_while_all_masked_releases_vectors() {
+    let (mut dev, log) = device(
+        DoorbellPolicy::KernelProgrammed {
+            doorbell_iova: DOORBELL,
+        },
+        DOORBELL,
+    );
+    place_bars(&mut dev);
+    linux_msix_setup(&mut dev, 2);
+    table_write(&mut dev, 0, 3, 1);
+    table_write(&mut dev, 1, 3, 1);
+    take(&log);
+    dev.write_config(MSIX_CAP + 2, &0x0009u16.to_le_bytes());
+    let calls = take(&log);
+    assert!(calls.contains(&Call::Disable), "{calls:?}");
+    assert!(
+        calls.contains(&Call::Routes(vec![(32, None), (33, None)])),
+        "{calls:?}"
+    );
+    assert!(
+        dev.vectors()
+            .iter()
+            .all(|v| !v.host_enabled && v.gsi.is_none())
+    );
+}
+
 #[test]
 fn kernel_address_mismatch_is_counted() {
     let (mut dev, _log) = device(

@@ -54,20 +54,17 @@ fn all_stored_inputs_replay_clean() {
     }
 }
 
-/// Open bug, reported to the lead (not fixed here: `fuzz/` may not edit other crates).
-///
-/// `crates/vfio-passthrough/src/device.rs`, `PassthroughDevice::write_config` (its
-/// `self.commit_if_due()` call) and `commit_if_due`: the device commits only when
-/// `msi_trap`'s batch is due, and clearing MSI-X Enable while every vector is masked changes
-/// no vector's deliverability, so no batch is due (`msi-trap/src/update.rs`, by design there).
-/// The device then keeps the physical vectors enabled (`disable_vectors` is only called from
-/// `apply`) and keeps the GSIs and routes of vectors the guest disabled, until some later
-/// commit. PCIe Base 6.0 §7.7.2.2: with MSI-X Enable clear the function must not use MSI-X.
-/// Fix: commit whenever a config write changes MSI-X Enable (or Function Mask), due or not.
+/// Found by the `passthrough` target, fixed in `vfio-passthrough`: clearing MSI-X Enable
+/// while every vector is masked changes no vector's deliverability, so `msi-trap` marks no
+/// batch due (by design there), and the device used to keep the physical vectors enabled and
+/// the disabled vectors' GSIs and routes until some later commit. PCIe Base 6.0 §7.7.2.2:
+/// with MSI-X Enable clear the function must not use MSI-X. The device now also commits when
+/// its host state is stale (`PassthroughDevice::host_state_stale`); the unit test
+/// `disable_while_all_masked_releases_vectors` in `crates/vfio-passthrough/tests/model.rs`
+/// holds the rule too.
 ///
 /// Replays the fuzz input `tests/open/passthrough-crash-735dc9bb` and the minimal sequence.
 #[test]
-#[ignore = "open bug in vfio-passthrough (see the doc comment); un-ignore once fixed"]
 fn passthrough_disable_while_all_masked_releases_vectors() {
     use fuzz_common::msix::PolicyChoice;
     use fuzz_common::passthrough::{PtOp, run, seeds};
