@@ -1,6 +1,7 @@
 //! The proposed user-settable software MSI window (`IOMMU_OPTION_SW_MSI_START` /
-//! `IOMMU_OPTION_SW_MSI_SIZE`, see `iommufd_ioas::proposed` and the project's
-//! `docs/uapi.md`) against the project's patched test kernel and a real (QEMU-emulated) igb
+//! `IOMMU_OPTION_SW_MSI_SIZE`) and per-vector MSI addresses (`VFIO_IRQ_SET_DATA_MSI_IOVA |
+//! VFIO_IRQ_SET_ACTION_PREPARE`), see `iommufd_ioas::proposed` and the project's
+//! `docs/uapi.md`, against the project's patched test kernel and a real (QEMU-emulated) igb
 //! NIC behind an SMMUv3 and a GICv3 ITS.
 //!
 //! Only the patched kernel has this UAPI, so every test here prints why and returns unless
@@ -30,6 +31,8 @@ const DRIVER_SW_MSI: IovaRange = IovaRange {
 const USER_START: u64 = 0x0a00_0000;
 /// `GITS_TRANSLATER`'s offset within its 4 KiB page (ITS frame + 0x10040).
 const GITS_TRANSLATER_PAGE_OFFSET: u64 = 0x40;
+/// An IOVA with nothing mapped behind it.
+const NOWHERE: u64 = 0x0b00_0000;
 
 static DEVICE_LOCK: Mutex<()> = Mutex::new(());
 
@@ -158,6 +161,42 @@ fn poll_eventfd(efd: &EventFd, timeout: Duration) -> bool {
     // SAFETY: `pfd` is one valid pollfd for the duration of the call.
     let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
     r > 0 && efd.read().is_ok()
+}
+
+/// The addresses of the first `n` entries of the device's own MSI-X table, read through the
+/// `MSIX_MAPPABLE` BAR mapping.
+fn msix_table_addresses(dev: &VfioDevice, n: usize) -> Vec<u64> {
+    let cap = msix_cap(dev);
+    let table = dev.read_config_u32(cap + 4).unwrap();
+    let (bir, table_off) = (table & 7, u64::from(table & !7));
+    let bar = dev.region_info(bir).unwrap();
+    let page = table_off & !0xfff;
+    let map = dev.mmap_region(&bar, page, 0x1000).unwrap();
+    let entry = (table_off - page) as usize;
+    (0..n)
+        .map(|v| {
+            let lo = map.read_u32(entry + 16 * v).unwrap();
+            let hi = map.read_u32(entry + 16 * v + 4).unwrap();
+            (u64::from(hi) << 32) | u64::from(lo)
+        })
+        .collect()
+}
+
+/// Makes the igb raise MSI-X vector `vector` (0 or 1) and waits for `efd`: bus master on,
+/// GPIE = NSICR | MSIX_MODE | EIAME | PBA, EIMS enables vectors 0 and 1, EICS sets the
+/// cause; everything is masked and bus master restored afterwards.
+fn igb_fires(dev: &VfioDevice, vector: u32, efd: &EventFd, timeout: Duration) -> bool {
+    let cmd = dev.read_config_u16(4).unwrap();
+    dev.write_config_u16(4, cmd | 0x4).unwrap();
+    let bar0 = dev.region_info(0).unwrap();
+    let regs = dev.mmap_region(&bar0, 0, 0x2000).unwrap();
+    assert!(regs.write_u32(0x1514, 1 | (1 << 4) | (1 << 30) | (1 << 31)));
+    assert!(regs.write_u32(0x1524, 0x3));
+    assert!(regs.write_u32(0x1520, 1 << vector));
+    let fired = poll_eventfd(efd, timeout);
+    assert!(regs.write_u32(0x1528, 0x3)); // EIMC: mask again
+    dev.write_config_u16(4, cmd).unwrap();
+    fired
 }
 
 #[test]
@@ -373,41 +412,17 @@ fn real_msix_interrupt_through_the_moved_window() {
 
     // The device's own table holds the doorbell at the user window: window + the
     // GITS_TRANSLATER page offset (the first doorbell page of the window).
-    let cap = msix_cap(&dev);
-    let table = dev.read_config_u32(cap + 4).unwrap();
-    let (bir, table_off) = (table & 7, u64::from(table & !7));
-    let bar = dev.region_info(bir).unwrap();
-    let page = table_off & !0xfff;
-    let map = dev.mmap_region(&bar, page, 0x1000).unwrap();
-    let entry = (table_off - page) as usize;
-    for v in 0..2 {
-        let lo = map.read_u32(entry + 16 * v).unwrap();
-        let hi = map.read_u32(entry + 16 * v + 4).unwrap();
-        let addr = (u64::from(hi) << 32) | u64::from(lo);
-        assert_eq!(addr, USER_START + GITS_TRANSLATER_PAGE_OFFSET, "vector {v}");
-    }
+    let doorbell = USER_START + GITS_TRANSLATER_PAGE_OFFSET;
+    assert_eq!(msix_table_addresses(&dev, 2), vec![doorbell, doorbell]);
 
-    // Bus master on, then make the igb raise vectors 0 and 1: GPIE = NSICR | MSIX_MODE |
-    // EIAME | PBA, EIMS enables both, EICS sets the cause. The write goes device -> SMMUv3
-    // (IOVA 0x0a000040 -> the ITS doorbell) -> ITS -> VFIO eventfd.
-    let cmd = dev.read_config_u16(4).unwrap();
-    dev.write_config_u16(4, cmd | 0x4).unwrap();
-    let bar0 = dev.region_info(0).unwrap();
-    let regs = dev.mmap_region(&bar0, 0, 0x2000).unwrap();
-    assert!(regs.write_u32(0x1514, 1 | (1 << 4) | (1 << 30) | (1 << 31)));
-    assert!(regs.write_u32(0x1524, 0x3));
-    assert!(regs.write_u32(0x1520, 0x1));
-    assert!(
-        poll_eventfd(&efds[0], Duration::from_secs(2)),
-        "vector 0 did not fire through the moved window"
-    );
-    assert!(regs.write_u32(0x1520, 0x2));
-    assert!(
-        poll_eventfd(&efds[1], Duration::from_secs(2)),
-        "vector 1 did not fire through the moved window"
-    );
-    assert!(regs.write_u32(0x1528, 0x3)); // EIMC: mask again
-    dev.write_config_u16(4, cmd).unwrap();
+    // The MSI write goes device -> SMMUv3 (IOVA 0x0a000040 -> the ITS doorbell) -> ITS ->
+    // VFIO eventfd.
+    for (v, efd) in efds.iter().enumerate() {
+        assert!(
+            igb_fires(&dev, v as u32, efd, Duration::from_secs(2)),
+            "vector {v} did not fire through the moved window"
+        );
+    }
     dev.disable_irqs(IrqIndex::Msix).unwrap();
 
     // Once doorbells were mapped through the window the device's MSI messages carry IOVAs
@@ -418,4 +433,69 @@ fn real_msix_interrupt_through_the_moved_window() {
         libc::EBUSY
     );
     assert_eq!(window_of(&f.iommufd, dev_id).range(), range(USER_START, 1));
+}
+
+#[test]
+fn prepared_msi_iova_is_the_address_the_device_uses() {
+    let Some(f) = fixture() else { return };
+    let (mut dev, dev_id) = open_bound(&f, 0);
+    // The zero-vector probe answers on both MSI indexes.
+    assert!(dev.probe_msi_iova(IrqIndex::Msix).unwrap().is_available());
+    assert!(dev.probe_msi_iova(IrqIndex::Msi).unwrap().is_available());
+    f.iommufd
+        .set_sw_msi_window(dev_id, SwMsiWindow::new(USER_START, 1).unwrap())
+        .unwrap();
+    let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
+    dev.attach_ioas(&ioas).unwrap();
+
+    // Refused: vectors past the table, an address that is not 4-byte aligned, MSI vectors
+    // other than 0 (MSI has one address), INTx.
+    let doorbell = USER_START + GITS_TRANSLATER_PAGE_OFFSET;
+    let count = dev.irq_info(IrqIndex::Msix).unwrap().count;
+    let refused = [
+        dev.prepare_msi_iovas(IrqIndex::Msix, count, &[doorbell]),
+        dev.prepare_msi_iovas(IrqIndex::Msix, count - 1, &[doorbell, doorbell]),
+        dev.prepare_msi_iovas(IrqIndex::Msix, 0, &[doorbell + 2]),
+        dev.prepare_msi_iovas(IrqIndex::Msi, 1, &[doorbell]),
+        dev.prepare_msi_iovas(IrqIndex::Intx, 0, &[doorbell]),
+    ];
+    for (i, r) in refused.into_iter().enumerate() {
+        let e = r.unwrap_err();
+        assert_eq!(
+            e.errno().map(|e| e.raw()),
+            Some(libc::EINVAL),
+            "case {i}: {e}"
+        );
+    }
+
+    // Vector 0 gets an address with nothing behind it, vector 1 the window's doorbell page.
+    dev.prepare_msi_iovas(
+        IrqIndex::Msix,
+        0,
+        &[NOWHERE + GITS_TRANSLATER_PAGE_OFFSET, doorbell],
+    )
+    .unwrap();
+    let efds = [
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+    ];
+    dev.set_vector_eventfds(IrqIndex::Msix, 0, &[Some(&efds[0]), Some(&efds[1])])
+        .unwrap();
+    assert_eq!(
+        msix_table_addresses(&dev, 2),
+        vec![NOWHERE + GITS_TRANSLATER_PAGE_OFFSET, doorbell]
+    );
+    // The address is what the device writes to: vector 1 arrives, vector 0's write faults in
+    // the SMMU and never reaches the ITS.
+    assert!(igb_fires(&dev, 1, &efds[1], Duration::from_secs(2)));
+    assert!(!igb_fires(&dev, 0, &efds[0], Duration::from_millis(300)));
+
+    // A new address takes effect when the vector is enabled again.
+    dev.prepare_msi_iovas(IrqIndex::Msix, 0, &[doorbell])
+        .unwrap();
+    dev.set_vector_eventfd(IrqIndex::Msix, 0, Some(&efds[0]))
+        .unwrap();
+    assert_eq!(msix_table_addresses(&dev, 1), vec![doorbell]);
+    assert!(igb_fires(&dev, 0, &efds[0], Duration::from_secs(2)));
+    dev.disable_irqs(IrqIndex::Msix).unwrap();
 }
