@@ -14,10 +14,12 @@
 //! With `--demo` only the end-to-end test runs. Either way the readable report of each
 //! end-to-end run is printed, then every in-guest result and `testhost: N passed, M failed`.
 //!
-//! Defaults: `$TESTHOST_KERNEL`, else `../shared/kernel/Image-arm64` beside the repository
-//! (booted as L1 and as L2); busybox from `testhost setup`'s cache. `$TESTHOST_KERNEL_VARIANT`
-//! (`upstream` or `patched`) is passed to the tests. Files go to
-//! `<workspace>/target/testhost/e2e`.
+//! The kernel (booted as L1 and as L2): `--kernel`, else `$TESTHOST_KERNEL`, else
+//! `../shared/kernel/Image-arm64` beside the repository. `$TESTHOST_KERNEL_VARIANT` (`upstream`,
+//! the default, or `patched`) says which UAPI the kernel has and is passed to the tests; with
+//! `patched` and no kernel given, the project's recipe (`tests/testhost/kernel`, patches
+//! applied) is built once per machine and cached. Busybox from `testhost setup`'s cache.
+//! Files go to `<workspace>/target/testhost/e2e[-patched]`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,23 +70,41 @@ fn run() -> Result<bool, testhost::Error> {
             }
         }
     }
-    let kernel = kernel
-        .or_else(|| {
-            let shared = workspace.join("../shared/kernel/Image-arm64");
-            shared.is_file().then_some(shared)
-        })
-        .ok_or_else(|| testhost::Error::Config {
-            what: "kernel",
-            reason: "set TESTHOST_KERNEL or pass --kernel".to_owned(),
-        })?;
     let variant = std::env::var("TESTHOST_KERNEL_VARIANT").unwrap_or_else(|_| "upstream".into());
+    let kernel = match (kernel, variant.as_str()) {
+        (Some(k), _) => k,
+        (None, "patched") => {
+            eprintln!("testhost_e2e: building (or reusing) the patched kernel of the recipe");
+            let cache = std::env::var_os("TESTHOST_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(testhost::cli::DEFAULT_CACHE));
+            let recipe = testhost::kernel::KernelRecipe::in_workspace(&workspace);
+            testhost::kernel::resolve_kernel(None, &recipe, &cache)?
+                .path()
+                .to_path_buf()
+        }
+        (None, _) => {
+            let shared = workspace.join("../shared/kernel/Image-arm64");
+            if !shared.is_file() {
+                return Err(testhost::Error::Config {
+                    what: "kernel",
+                    reason: "set TESTHOST_KERNEL or pass --kernel".to_owned(),
+                });
+            }
+            shared
+        }
+    };
 
     let cross = CrossBuild::new(&workspace);
     eprintln!("testhost_e2e: cross-building passthrough-vmm and its tests");
     let vmm = cross.build_bins("passthrough-vmm", &["passthrough-vmm".to_owned()])?;
     let tests = cross.build_tests(&["passthrough-vmm".to_owned()])?;
 
-    let run_dir = workspace.join("target/testhost/e2e");
+    let run_dir = workspace.join(if variant == "patched" {
+        "target/testhost/e2e-patched"
+    } else {
+        "target/testhost/e2e"
+    });
     std::fs::create_dir_all(&run_dir).map_err(io_err("create", &run_dir))?;
     let l2 = run_dir.join("l2-e2e.cpio");
     let mut l2_fs = Initramfs::new();

@@ -22,11 +22,13 @@ options:
   --cmdline <string>    kernel command line (default: \"console=ttyS0 earlycon panic=-1\")
   --mem <MiB>           guest RAM in MiB, even, 64..=65536 (default 512)
   --cpus <n>            vCPUs, 1..=64 (default 1)
+  --ram-base <addr>     guest RAM base, 2 MiB aligned (default 0x40000000)
   --its-base <addr>     vITS base address, 64 KiB aligned (default 0x7ff0000, so that
-                        GITS_TRANSLATER is at 0x8000040)
+                        GITS_TRANSLATER is at 0x8000040; with --device the doorbell
+                        planner chooses it and this is a preference it honours or refuses)
   --report <path>       write the JSON report there (a summary always goes to stderr)
-  --device <dev>        a VFIO cdev (/dev/vfio/devices/vfioN) or PCI address to pass
-                        through (not wired yet: refused)
+  --device <dev>        a VFIO cdev (/dev/vfio/devices/vfioN) or PCI address (bound to
+                        vfio-pci) to pass through at 00:01.0
   -h, --help            this text
 
 exit status: the N of the guest's last \"@@VMM status N\" console line when it powers off
@@ -107,6 +109,8 @@ pub struct VmmConfig {
     /// vITS base asked for with `--its-base`; `None` lets the VMM choose (the doorbell
     /// planner with `--device`, else [`DEFAULT_ITS_BASE`]).
     pub its_base: Option<u64>,
+    /// Guest RAM base asked for with `--ram-base`; `None` keeps the layout's default.
+    pub ram_base: Option<u64>,
     /// Where the JSON report goes.
     pub report: Option<PathBuf>,
     /// The device to pass through.
@@ -123,15 +127,27 @@ impl VmmConfig {
             mem_mib: DEFAULT_MEM_MIB,
             cpus: 1,
             its_base: None,
+            ram_base: None,
             report: None,
             device: None,
         }
     }
 
-    /// The validated memory map for this configuration.
-    pub fn layout(&self) -> Result<MemoryLayout, LayoutError> {
+    /// The memory map for this configuration, not validated: with `--device` the vITS
+    /// position (and the host MSI window it may sit in) is the doorbell planner's to decide,
+    /// so the VMM validates only after applying the plan.
+    pub fn unvalidated_layout(&self) -> MemoryLayout {
         let mut layout = MemoryLayout::new(self.cpus, self.mem_mib.saturating_mul(1 << 20));
         layout.its.base = self.its_base.unwrap_or(DEFAULT_ITS_BASE);
+        if let Some(base) = self.ram_base {
+            layout.ram.base = base;
+        }
+        layout
+    }
+
+    /// The validated memory map for this configuration.
+    pub fn layout(&self) -> Result<MemoryLayout, LayoutError> {
+        let layout = self.unvalidated_layout();
         layout.validate()?;
         Ok(layout)
     }
@@ -224,6 +240,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
     let mut mem = None;
     let mut cpus = None;
     let mut its_base = None;
+    let mut ram_base = None;
     let mut report = None;
     let mut device = None;
     while let Some(arg) = it.next() {
@@ -242,6 +259,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
                 | "--mem"
                 | "--cpus"
                 | "--its-base"
+                | "--ram-base"
                 | "--report"
                 | "--device"
         ) {
@@ -289,6 +307,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
                     })?;
                 set_once(&mut its_base, &flag, base)?
             }
+            "--ram-base" => {
+                let base = parse_u64(&value)
+                    .filter(|b| b % (2 << 20) == 0)
+                    .ok_or_else(|| {
+                        invalid(
+                            "--ram-base",
+                            &value,
+                            "a 2 MiB aligned address (0x... or decimal)",
+                        )
+                    })?;
+                set_once(&mut ram_base, &flag, base)?
+            }
             "--report" => set_once(&mut report, &flag, PathBuf::from(value))?,
             "--device" => {
                 let spec = DeviceSpec::parse(&value).ok_or_else(|| {
@@ -315,6 +345,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
         cfg.cpus = c;
     }
     cfg.its_base = its_base;
+    cfg.ram_base = ram_base;
     cfg.report = report;
     cfg.device = device;
     Ok(Command::Run(cfg))
@@ -359,6 +390,8 @@ mod tests {
             "--cpus=2",
             "--its-base",
             "0x80f0000",
+            "--ram-base",
+            "0x8000000",
             "--report",
             "/r.json",
             "--device",
@@ -367,6 +400,7 @@ mod tests {
         assert_eq!(c.initrd.as_deref(), Some(std::path::Path::new("/i")));
         assert_eq!(c.cmdline, "console=ttyS0 quiet");
         assert_eq!((c.mem_mib, c.cpus, c.its_base), (256, 2, Some(0x080f_0000)));
+        assert_eq!(c.ram_base, Some(0x0800_0000));
         assert_eq!(c.report.as_deref(), Some(std::path::Path::new("/r.json")));
         assert_eq!(
             c.device,
@@ -456,6 +490,8 @@ mod tests {
             &["--its-base", "0x+10000"],
             &["--its-base", "0x1_0000"],
             &["--its-base", "0x10000000000000000"],
+            &["--ram-base", "0x8010000"],
+            &["--ram-base", "x"],
             &["--device", "eth0"],
             &["--cmdline", &long],
             &["--cmdline", "a\0b"],

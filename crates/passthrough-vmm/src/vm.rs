@@ -786,13 +786,14 @@ pub fn run(cfg: &VmmConfig) -> Report {
             },
         )
     };
-    let mut layout = match cfg.layout() {
-        Ok(l) => l,
-        Err(e) => {
-            let fallback = MemoryLayout::new(cfg.cpus, cfg.mem_mib.saturating_mul(1 << 20));
-            return failed(&fallback, e.to_string());
-        }
-    };
+    // With a device the vITS goes where the plan says, and the layout is validated once the
+    // plan is applied; without one it is validated now.
+    let mut layout = cfg.unvalidated_layout();
+    if cfg.device.is_none()
+        && let Err(e) = layout.validate()
+    {
+        return failed(&layout, e.to_string());
+    }
     // Passthrough step 1, before the VM exists: the plan decides where the vITS goes.
     let prepared = match &cfg.device {
         Some(spec) => {

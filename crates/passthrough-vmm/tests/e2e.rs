@@ -178,6 +178,14 @@ struct Run {
     wall: Duration,
 }
 
+fn patched() -> bool {
+    std::env::var("TESTHOST_KERNEL_VARIANT").is_ok_and(|v| v == "patched")
+}
+
+/// On the patched kernel the old window is free: the guest's RAM starts right there, at
+/// 0x8000000, and is DMA-mapped at that IOVA.
+const PATCHED_RAM_BASE: u64 = 0x800_0000;
+
 fn run_once(inp: &Inputs, n: u32) -> Run {
     let report_path = PathBuf::from(format!("/tmp/e2e-{n}.json"));
     let _ = std::fs::remove_file(&report_path);
@@ -191,7 +199,12 @@ fn run_once(inp: &Inputs, n: u32) -> Run {
         .arg(&inp.kernel)
         .arg("--initrd")
         .arg(&inp.initrd)
-        .args(["--mem", "256", "--cpus", "1", "--device", &inp.device])
+        .args(["--cpus", "1", "--device", &inp.device])
+        .args(if patched() {
+            ["--mem", "128", "--ram-base", "0x8000000"]
+        } else {
+            ["--mem", "256", "--ram-base", "0x40000000"]
+        })
         .args(["--cmdline", &cmdline])
         .arg("--report")
         .arg(&report_path)
@@ -262,11 +275,24 @@ fn check(inp: &Inputs, run: &Run, n: u32) {
     assert_eq!(doorbell, its_base + 0x10040, "{}", ctx());
     // The placement: the kernel's window on upstream, a window the VMM chose on the patched
     // kernel, away from the default 0x8000000.
-    let patched = std::env::var("TESTHOST_KERNEL_VARIANT").is_ok_and(|v| v == "patched");
     let window_start = u64_of(&p["msi_window"][0]);
-    if patched {
+    let window_last = u64_of(&p["msi_window"][1]);
+    if patched() {
+        // The VMM picked the vITS IPA; the window moved there, away from 0x8000000...
         assert_eq!(p["plan"]["strategy"], "user-window", "{}", ctx());
-        assert_ne!(window_start, 0x800_0000, "{}", ctx());
+        assert_ne!(its_base, 0x7ff_0000, "{}", ctx());
+        assert!(
+            window_last < 0x800_0000 || window_start > 0x80f_ffff,
+            "{}",
+            ctx()
+        );
+        // ...and the guest's RAM uses 0x8000000, DMA-mapped at that IOVA.
+        assert_eq!(
+            u64_of(&p["dma_mapped"][0][0]),
+            PATCHED_RAM_BASE,
+            "{}",
+            ctx()
+        );
     } else {
         assert_eq!(p["plan"]["strategy"], "kernel-window", "{}", ctx());
         assert_eq!(
@@ -331,12 +357,14 @@ fn human(inp: &Inputs, run: &Run, n: u32) -> String {
         inp.l2_addr
     );
     s += &format!(
-        "placement: {}, vITS at {:#x}, doorbell (GITS_TRANSLATER) {:#x}, MSI window {:#x}-{:#x}\n",
+        "placement: {}, vITS at {:#x}, doorbell (GITS_TRANSLATER) {:#x}, MSI window {:#x}-{:#x}, guest RAM DMA-mapped at {:#x}-{:#x}\n",
         p["plan"]["strategy"].as_str().unwrap_or("?"),
         u64_of(&r["its_base"]),
         u64_of(&r["its_doorbell"]),
         u64_of(&p["msi_window"][0]),
-        u64_of(&p["msi_window"][1])
+        u64_of(&p["msi_window"][1]),
+        u64_of(&p["dma_mapped"][0][0]),
+        u64_of(&p["dma_mapped"][0][1])
     );
     s += &format!(
         "kernel-programmed doorbell {:#x}: at the vITS doorbell IPA: {}\n",
