@@ -383,7 +383,13 @@ impl Harness {
                 let got = self.imsic.mmio_write(addr, &data);
                 let aligned = len == 4 && off % 4 == 0 && off < 0x1000;
                 if off >= 0x1000 {
-                    // Next hart's page (or an unoccupied one); not checked here.
+                    // Next hart's page (or an unoccupied one): the write lands wherever the
+                    // geometry routes it, so the model follows the same route.
+                    if let Ok(WriteOutcome::Pending { target, id, .. }) = got {
+                        let m = self.model.get_mut(&target).unwrap();
+                        m.pending.insert(id);
+                        prop_assert_eq!(self.imsic.resolve(addr).unwrap().target, target);
+                    }
                     return Ok(());
                 }
                 if !aligned {
