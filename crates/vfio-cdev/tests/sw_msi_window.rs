@@ -419,7 +419,7 @@ fn real_msix_interrupt_through_the_moved_window() {
     // VFIO eventfd.
     for (v, efd) in efds.iter().enumerate() {
         assert!(
-            igb_fires(&dev, v as u32, efd, Duration::from_secs(2)),
+            igb_fires(&dev, v as u32, efd, Duration::from_secs(10)),
             "vector {v} did not fire through the moved window"
         );
     }
@@ -487,7 +487,7 @@ fn prepared_msi_iova_is_the_address_the_device_uses() {
     );
     // The address is what the device writes to: vector 1 arrives, vector 0's write faults in
     // the SMMU and never reaches the ITS.
-    assert!(igb_fires(&dev, 1, &efds[1], Duration::from_secs(2)));
+    assert!(igb_fires(&dev, 1, &efds[1], Duration::from_secs(10)));
     assert!(!igb_fires(&dev, 0, &efds[0], Duration::from_millis(300)));
 
     // A new address takes effect when the vector is enabled again.
@@ -496,6 +496,6 @@ fn prepared_msi_iova_is_the_address_the_device_uses() {
     dev.set_vector_eventfd(IrqIndex::Msix, 0, Some(&efds[0]))
         .unwrap();
     assert_eq!(msix_table_addresses(&dev, 1), vec![doorbell]);
-    assert!(igb_fires(&dev, 0, &efds[0], Duration::from_secs(2)));
+    assert!(igb_fires(&dev, 0, &efds[0], Duration::from_secs(10)));
     dev.disable_irqs(IrqIndex::Msix).unwrap();
 }
