@@ -9,16 +9,23 @@
 //! `TESTHOST_KERNEL_VARIANT=patched` says the kernel carries the project's SW_MSI window
 //! patch; otherwise the proposed UAPI must be reported absent, as upstream 7.2 does.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use common::{
+    FIRE_WAIT, GITS_TRANSLATER_PAGE_OFFSET, fixture, msix_cap, msix_table_addresses,
+    patched_kernel, poll_eventfd,
+};
 
 use iommufd_ioas::proposed::Support;
 use iommufd_ioas::{
     Access, Error as IoasError, HwInfoData, Hwpt, HwptFlags, Iommufd, IovaRange, ReservedKind,
     Vdevice, Viommu, ViommuType,
 };
-use vfio_cdev::{Error, IrqIndex, PciAddress, RegionCap, VfioDevice};
+use vfio_cdev::{Error, IrqIndex, RegionCap, VfioDevice};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -27,112 +34,10 @@ const SW_MSI: IovaRange = IovaRange {
     start: 0x800_0000,
     last: 0x80f_ffff,
 };
-/// `GITS_TRANSLATER`'s offset within its 4 KiB page (ITS frame + 0x10040).
-const GITS_TRANSLATER_PAGE_OFFSET: u64 = 0x40;
-
-static DEVICE_LOCK: Mutex<()> = Mutex::new(());
-
-/// How long to wait for an interrupt that must arrive. It returns as soon as the eventfd
-/// fires; the bound only matters when the test fails, and leaves room for a loaded TCG host.
-const FIRE_WAIT: Duration = Duration::from_secs(10);
-
-fn in_guest() -> bool {
-    std::env::var_os("TESTHOST_IN_GUEST").is_some()
-}
-
-fn patched_kernel() -> bool {
-    std::env::var("TESTHOST_KERNEL_VARIANT").is_ok_and(|v| v == "patched")
-}
-
-fn skip(why: &str) {
-    assert!(!in_guest(), "inside the test host: {why}");
-    eprintln!("skipped: {why}; runs in the QEMU test host");
-}
-
-fn read_hex(path: &Path) -> Option<u32> {
-    let s = std::fs::read_to_string(path).ok()?;
-    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
-}
-
-/// The PCI address of the test NIC: `VFIO_TEST_DEVICE`, or the first 8086:10c9 bound to
-/// vfio-pci.
-fn find_nic() -> Option<PciAddress> {
-    if let Ok(s) = std::env::var("VFIO_TEST_DEVICE") {
-        return Some(s.parse().expect("VFIO_TEST_DEVICE"));
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/sys/bus/pci/devices")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            read_hex(&p.join("vendor")) == Some(0x8086)
-                && read_hex(&p.join("device")) == Some(0x10c9)
-                && p.join("vfio-dev").is_dir()
-        })
-        .collect();
-    found.sort();
-    found.first()?.file_name()?.to_str()?.parse().ok()
-}
-
-struct Fixture {
-    _guard: MutexGuard<'static, ()>,
-    iommufd: Arc<Iommufd>,
-    addr: PciAddress,
-}
-
-fn fixture() -> Option<Fixture> {
-    let guard = DEVICE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !Path::new("/dev/iommu").exists() {
-        skip("/dev/iommu absent (no CONFIG_IOMMUFD)");
-        return None;
-    }
-    let Some(addr) = find_nic() else {
-        skip("no 8086:10c9 NIC bound to vfio-pci");
-        return None;
-    };
-    Some(Fixture {
-        _guard: guard,
-        iommufd: Iommufd::open().expect("open /dev/iommu"),
-        addr,
-    })
-}
-
-fn open_bound(f: &Fixture) -> (VfioDevice, u32) {
-    let mut dev = VfioDevice::open_pci(f.addr).expect("open by PCI address");
-    let dev_id = dev.bind(&f.iommufd).expect("bind");
-    (dev, dev_id)
-}
-
-/// The offset of the MSI-X capability in config space, walking the standard list.
-fn msix_cap(dev: &VfioDevice) -> u64 {
-    let cfg = dev.read_config_space().unwrap();
-    let mut p = cfg[0x34] as usize & !3;
-    for _ in 0..48 {
-        if p < 0x40 || p + 2 > cfg.len() {
-            break;
-        }
-        if cfg[p] == 0x11 {
-            return p as u64;
-        }
-        p = cfg[p + 1] as usize & !3;
-    }
-    panic!("no MSI-X capability");
-}
-
-fn poll_eventfd(efd: &EventFd, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(efd),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
-    r > 0 && efd.read().is_ok()
-}
-
 #[test]
 fn open_by_pci_address_and_by_cdev() {
     let Some(f) = fixture() else { return };
-    let dev = VfioDevice::open_pci(f.addr).unwrap();
+    let dev = VfioDevice::open_pci(f.addr()).unwrap();
     assert!(dev.name().starts_with("vfio"), "{}", dev.name());
     // Before bind the kernel grants nothing; the API says so without an ioctl.
     assert!(matches!(dev.info(), Err(Error::NotBound { .. })));
@@ -143,7 +48,7 @@ fn open_by_pci_address_and_by_cdev() {
         dev.sysfs_dir()
             .and_then(|d| d.file_name())
             .and_then(|n| n.to_str()),
-        Some(f.addr.to_string().as_str())
+        Some(f.addr().to_string().as_str())
     );
     dev.bind(&f.iommufd).unwrap();
     let info = dev.info().unwrap();
@@ -154,7 +59,7 @@ fn open_by_pci_address_and_by_cdev() {
 #[test]
 fn config_space_of_the_igb() {
     let Some(f) = fixture() else { return };
-    let (dev, _) = open_bound(&f);
+    let (dev, _) = common::open_bound(&f, 0);
     assert_eq!(dev.read_config_u16(0).unwrap(), 0x8086);
     assert_eq!(dev.read_config_u16(2).unwrap(), 0x10c9);
     let cfg = dev.read_config_space().unwrap();
@@ -169,7 +74,7 @@ fn config_space_of_the_igb() {
 #[test]
 fn bind_probe_attach_and_the_msi_hole() {
     let Some(f) = fixture() else { return };
-    let (mut dev, dev_id) = open_bound(&f);
+    let (mut dev, dev_id) = common::open_bound(&f, 0);
 
     // The proposed window UAPI: absent on upstream (EOPNOTSUPP), present on the patched
     // kernel.
@@ -236,7 +141,7 @@ fn bind_probe_attach_and_the_msi_hole() {
 #[test]
 fn region_info_capabilities_and_bar_mmap() {
     let Some(f) = fixture() else { return };
-    let (dev, _) = open_bound(&f);
+    let (dev, _) = common::open_bound(&f, 0);
     let cap = msix_cap(&dev);
     let table = dev.read_config_u32(cap + 4).unwrap();
     let (bir, table_off) = (table & 7, u64::from(table & !7));
@@ -267,7 +172,7 @@ fn region_info_capabilities_and_bar_mmap() {
 #[test]
 fn per_vector_set_irqs() {
     let Some(f) = fixture() else { return };
-    let (mut dev, _) = open_bound(&f);
+    let (mut dev, _) = common::open_bound(&f, 0);
     let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
     dev.attach_ioas(&ioas).unwrap();
     let info = dev.irq_info(IrqIndex::Msix).unwrap();
@@ -305,7 +210,7 @@ fn per_vector_set_irqs() {
 #[test]
 fn real_msix_interrupt_through_smmu_and_its() {
     let Some(f) = fixture() else { return };
-    let (mut dev, _) = open_bound(&f);
+    let (mut dev, _) = common::open_bound(&f, 0);
     let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
     dev.attach_ioas(&ioas).unwrap();
     let ram =
@@ -321,17 +226,7 @@ fn real_msix_interrupt_through_smmu_and_its() {
 
     // What the kernel programmed into the device's own table: the doorbell at its software
     // MSI window (sw_msi IOVA + GITS_TRANSLATER's page offset), read through the mappable BAR.
-    let cap = msix_cap(&dev);
-    let table = dev.read_config_u32(cap + 4).unwrap();
-    let (bir, table_off) = (table & 7, u64::from(table & !7));
-    let bar = dev.region_info(bir).unwrap();
-    let page = table_off & !0xfff;
-    let map = dev.mmap_region(&bar, page, 0x1000).unwrap();
-    let entry = (table_off - page) as usize;
-    for v in 0..2 {
-        let lo = map.read_u32(entry + 16 * v).unwrap();
-        let hi = map.read_u32(entry + 16 * v + 4).unwrap();
-        let addr = (u64::from(hi) << 32) | u64::from(lo);
+    for (v, addr) in msix_table_addresses(&dev, 2).into_iter().enumerate() {
         assert_eq!(
             addr,
             SW_MSI.start + GITS_TRANSLATER_PAGE_OFFSET,
@@ -362,12 +257,12 @@ fn error_paths_and_teardown_order() {
     let Some(f) = fixture() else { return };
     let fds_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
     {
-        let (mut dev, _) = open_bound(&f);
+        let (mut dev, _) = common::open_bound(&f, 0);
         // Binding twice through the API: refused locally.
         let e = dev.bind(&f.iommufd).unwrap_err();
         assert!(matches!(e, Error::AlreadyBound { .. }), "{e}");
         // A second open file of the same device cannot bind while the first is bound.
-        let mut second = VfioDevice::open_pci(f.addr).unwrap();
+        let mut second = VfioDevice::open_pci(f.addr()).unwrap();
         let e = second.bind(&f.iommufd).unwrap_err();
         assert!(matches!(e, Error::Bind { .. }), "{e}");
         assert!(e.errno().is_some(), "{e}");
@@ -398,12 +293,12 @@ fn error_paths_and_teardown_order() {
     {
         // Dropping the device while attached and mapped, then the IOAS, then the iommufd:
         // the kernel unwinds it all; a fresh bind works right away.
-        let (mut dev, _) = open_bound(&f);
+        let (mut dev, _) = common::open_bound(&f, 0);
         let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
         dev.attach_ioas(&ioas).unwrap();
         drop(ioas); // the device still holds it
         drop(dev);
-        let (mut dev, _) = open_bound(&f);
+        let (mut dev, _) = common::open_bound(&f, 0);
         let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
         dev.attach_ioas(&ioas).unwrap();
     }
@@ -416,7 +311,7 @@ fn error_paths_and_teardown_order() {
 #[test]
 fn reset_and_reenable() {
     let Some(f) = fixture() else { return };
-    let (mut dev, _) = open_bound(&f);
+    let (mut dev, _) = common::open_bound(&f, 0);
     let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
     dev.attach_ioas(&ioas).unwrap();
     let efd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
@@ -443,7 +338,7 @@ fn reset_and_reenable() {
 #[test]
 fn hwpt_viommu_and_vdevice_objects() {
     let Some(f) = fixture() else { return };
-    let (mut dev, dev_id) = open_bound(&f);
+    let (mut dev, dev_id) = common::open_bound(&f, 0);
     let ioas = Arc::new(f.iommufd.alloc_ioas().unwrap());
     let hwpt = Arc::new(Hwpt::alloc_paging(&ioas, dev_id, HwptFlags::default()).unwrap());
     assert_eq!(hwpt.parent_id(), ioas.id());
