@@ -39,7 +39,12 @@ cargo run -q -p passthrough-vmm --example testhost_e2e
 
 step "patched kernel (the project's user-settable MSI window UAPI): built once per machine"
 TESTHOST_KERNEL_BUILD=1 bash tests/testhost/setup.sh
-patched="$(env -u TESTHOST_KERNEL cargo run -q -p testhost --release -- kernel | tee /dev/stderr | tail -n 1)"
+# The build log goes to stderr (duplicated, never reopened: a log file must not be truncated);
+# the image path is the last line.
+kernel_out="$(mktemp)"
+env -u TESTHOST_KERNEL cargo run -q -p testhost --release -- kernel | tee "$kernel_out" >&2
+patched="$(tail -n 1 "$kernel_out")"
+rm -f "$kernel_out"
 [ -f "$patched" ] || { echo "no patched kernel image: '$patched'" >&2; exit 1; }
 
 step "real-kernel tier on the patched kernel: the proposed UAPI is there and works"
