@@ -50,8 +50,6 @@ struct VectorSlot {
     route: Option<MsiRoute>,
     irqfd: bool,
     host_enabled: bool,
-    /// What the write-through step found or did for this vector last time it was enabled.
-    program: Option<DeviceProgram>,
     /// The last time the vector was enabled on the device, kept across disables.
     record: Option<EnableRecord>,
 }
@@ -175,7 +173,6 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                 route: None,
                 irqfd: false,
                 host_enabled: false,
-                program: None,
                 record: None,
             });
         }
@@ -460,7 +457,6 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             }
             for slot in &mut self.slots {
                 slot.host_enabled = false;
-                slot.program = None;
             }
         }
 
@@ -520,30 +516,30 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             return;
         }
         slot.host_enabled = true;
-        match program {
-            DeviceProgram::WriteTableAddress(w) => {
-                if let Err(e) = self.backend.write_table_address(u.index, w.lo, w.hi) {
-                    log::error!("MSI-X vector {i}: table address write failed: {e}");
-                    self.faults.device += 1;
-                }
-            }
-            DeviceProgram::KernelProgrammed { guest_address, .. } => {
-                match self.backend.read_table_address(u.index) {
-                    Ok(Some(real)) if real != guest_address => {
-                        log::error!(
-                            "MSI-X vector {i}: the device uses doorbell {real:#x} but the guest \
-                             programmed {guest_address:#x}; the doorbell plan did not hold"
-                        );
-                        self.faults.address_mismatch += 1;
-                    }
-                    Ok(_) => {}
-                    Err(e) => log::warn!("MSI-X vector {i}: real table not readable: {e}"),
-                }
-            }
-            DeviceProgram::SetIova { .. } => {}
+        if let DeviceProgram::WriteTableAddress(w) = program
+            && let Err(e) = self.backend.write_table_address(u.index, w.lo, w.hi)
+        {
+            log::error!("MSI-X vector {i}: table address write failed: {e}");
+            self.faults.device += 1;
         }
-        slot.program = Some(program);
-        let device_address = self.backend.read_table_address(u.index).ok().flatten();
+        // What the device uses now, read once: the check of the plan and the record.
+        let device_address = match self.backend.read_table_address(u.index) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("MSI-X vector {i}: real table not readable: {e}");
+                None
+            }
+        };
+        if let DeviceProgram::KernelProgrammed { guest_address, .. } = program
+            && let Some(real) = device_address
+            && real != guest_address
+        {
+            log::error!(
+                "MSI-X vector {i}: the device uses doorbell {real:#x} but the guest \
+                 programmed {guest_address:#x}; the doorbell plan did not hold"
+            );
+            self.faults.address_mismatch += 1;
+        }
         let slot = &mut self.slots[i];
         slot.record = Some(EnableRecord {
             index: u.index,
