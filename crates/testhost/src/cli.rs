@@ -24,7 +24,10 @@ pub const DEFAULT_CACHE: &str = "/var/cache/passthrough-testhost";
 
 /// The help text.
 pub const USAGE: &str = "\
-usage: testhost [--workspace DIR] [--cache DIR] [--kernel IMAGE] <command> [options]
+usage: testhost [--workspace DIR] [--cache DIR] [--kernel IMAGE] [--variant NAME] <command> [options]
+
+  --variant NAME        the recipe variant to build and boot when no kernel is given
+                        (tests/testhost/kernel/variants: patched (default), viommu)
 
 commands:
   setup                 install QEMU, the aarch64 cross toolchain and busybox (tests/testhost/setup.sh)
@@ -35,6 +38,8 @@ commands:
       --bind LIST           NICs bound to vfio-pci: comma-separated indices, `all` (default) or `none`
       --timeout SECS        kill the VM and fail after SECS seconds (default 300)
       --append ARG          extra kernel argument (repeatable)
+      --test TARGET         only the integration-test target TARGET of the packages (repeatable;
+                            default: every test executable, unit tests included)
       --run-name NAME       files go to <workspace>/target/testhost/NAME (default kernel-tests)
   help                  this text
 
@@ -50,6 +55,8 @@ pub struct Options {
     pub cache: Option<PathBuf>,
     /// `--kernel`.
     pub kernel: Option<PathBuf>,
+    /// `--variant`.
+    pub variant: Option<String>,
 }
 
 /// Which NICs go to vfio-pci.
@@ -76,6 +83,8 @@ pub struct RunArgs {
     pub kernel_args: Vec<String>,
     /// Run directory name under `target/testhost`.
     pub run_name: String,
+    /// `--test`: only these integration-test targets (empty: every test executable).
+    pub tests: Vec<String>,
 }
 
 impl Default for RunArgs {
@@ -87,6 +96,7 @@ impl Default for RunArgs {
             timeout: crate::host::DEFAULT_TIMEOUT,
             kernel_args: Vec::new(),
             run_name: "kernel-tests".to_owned(),
+            tests: Vec::new(),
         }
     }
 }
@@ -214,6 +224,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--workspace" => options.workspace = Some(take_value(&flag, inline, &mut it)?.into()),
             "--cache" => options.cache = Some(take_value(&flag, inline, &mut it)?.into()),
             "--kernel" => options.kernel = Some(take_value(&flag, inline, &mut it)?.into()),
+            "--variant" => {
+                let v = take_value(&flag, inline, &mut it)?;
+                if !crate::kernel::valid_variant_name(&v) {
+                    return Err(invalid("--variant", &v, "1..=32 of [A-Za-z0-9_]"));
+                }
+                options.variant = Some(v);
+            }
             "help" | "--help" | "-h" => break Command::Help,
             "setup" => break Command::Setup,
             "kernel" => break Command::Kernel,
@@ -257,6 +274,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                         run.timeout = Duration::from_secs(secs);
                     }
                     "--append" => run.kernel_args.push(take_value(&flag, inline, &mut it)?),
+                    "--test" => {
+                        let v = take_value(&flag, inline, &mut it)?;
+                        if v.is_empty() || v.starts_with('-') {
+                            return Err(invalid("--test", &v, "a test target name"));
+                        }
+                        run.tests.push(v);
+                    }
                     "--run-name" => {
                         let v = take_value(&flag, inline, &mut it)?;
                         if !valid_run_name(&v) {
@@ -335,6 +359,8 @@ pub struct Resolved {
     pub cache: PathBuf,
     /// A kernel given by option or environment.
     pub kernel: Option<PathBuf>,
+    /// The recipe variant used when no kernel is given.
+    pub variant: String,
 }
 
 impl Resolved {
@@ -353,6 +379,10 @@ impl Resolved {
                 .or_else(|| env.cache.clone())
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE)),
             kernel: options.kernel.clone().or_else(|| env.kernel.clone()),
+            variant: options
+                .variant
+                .clone()
+                .unwrap_or_else(|| crate::kernel::DEFAULT_VARIANT.to_owned()),
         }
     }
 
@@ -397,7 +427,7 @@ pub fn run_setup(r: &Resolved, kernel_build: bool) -> Result<(), Error> {
 /// The kernel to boot: the given one, else the recipe's, installing the build tools and
 /// building it when it is not cached yet.
 pub fn kernel(r: &Resolved) -> Result<KernelSource, Error> {
-    let recipe = KernelRecipe::in_workspace(&r.workspace);
+    let recipe = KernelRecipe::in_workspace(&r.workspace).with_variant(r.variant.clone());
     if r.kernel.is_none() && !recipe.cached_image(&r.cache)?.is_file() {
         run_setup(r, true)?;
     }
@@ -502,8 +532,9 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
         "testhost: kernel {} ({})",
         kernel.path().display(),
         match kernel {
-            KernelSource::Given(_) => "given",
-            KernelSource::Recipe(_) => "built from tests/testhost/kernel",
+            KernelSource::Given(_) => "given".to_owned(),
+            KernelSource::Recipe(_) =>
+                format!("built from tests/testhost/kernel, variant {}", r.variant),
         }
     )
     .map_err(io_err)?;
@@ -517,6 +548,19 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
     out.flush().map_err(io_err)?;
     let build_start = Instant::now();
     let mut tests = CrossBuild::new(&r.workspace).build_tests(&args.packages)?;
+    if !args.tests.is_empty() {
+        tests.retain(|t| t.kind == "test" && args.tests.contains(&t.target));
+        if let Some(missing) = args
+            .tests
+            .iter()
+            .find(|name| !tests.iter().any(|t| &t.target == *name))
+        {
+            return Err(Error::Cargo {
+                what: "cargo test --no-run",
+                reason: format!("no test target {missing} in {}", args.packages.join(", ")),
+            });
+        }
+    }
     // Cargo reports executables in the order they finish; run them in a fixed order.
     tests.sort_by_key(|t| t.suite_name());
     let build_time = build_start.elapsed();
@@ -605,6 +649,8 @@ mod tests {
             "loglevel=4",
             "--run-name",
             "ci-1",
+            "--test",
+            "nesting",
         ]);
         assert_eq!(
             r,
@@ -615,6 +661,7 @@ mod tests {
                 timeout: Duration::from_secs(60),
                 kernel_args: vec!["loglevel=4".into()],
                 run_name: "ci-1".into(),
+                tests: vec!["nesting".into()],
             }
         );
         let d = run_args(&["run-kernel-tests", "-p", "x"]);
@@ -633,6 +680,10 @@ mod tests {
         assert_eq!(inv.command, Command::Kernel);
         assert_eq!(inv.options.kernel.as_deref(), Some(Path::new("/k")));
         assert_eq!(inv.options.cache.as_deref(), Some(Path::new("/c")));
+        assert_eq!(inv.options.variant, None);
+        let inv = parse(&["--variant", "viommu", "kernel"]).unwrap();
+        assert_eq!(inv.options.variant.as_deref(), Some("viommu"));
+        assert!(parse(&["--variant", "../x", "kernel"]).is_err());
         assert_eq!(parse(&["setup"]).unwrap().command, Command::Setup);
         assert_eq!(parse(&["--help"]).unwrap().command, Command::Help);
     }
@@ -669,6 +720,8 @@ mod tests {
             &["--run-name", ""],
             &["--what", "1"],
             &["-p"],
+            &["--test"],
+            &["--test", "--nics"],
         ] {
             let mut args = vec!["run-kernel-tests", "-p", "x"];
             args.extend_from_slice(bad);
@@ -690,17 +743,20 @@ mod tests {
                 workspace: "/ws".into(),
                 cache: "/env/c".into(),
                 kernel: Some("/env/k".into()),
+                variant: "patched".into(),
             }
         );
         let opts = Options {
             workspace: Some("/o/ws".into()),
             cache: None,
             kernel: Some("/o/k".into()),
+            variant: Some("viommu".into()),
         };
         let r = Resolved::new(&opts, &Env::default(), Path::new("/ws"));
         assert_eq!(r.workspace, Path::new("/o/ws"));
         assert_eq!(r.cache, Path::new(DEFAULT_CACHE));
         assert_eq!(r.kernel.as_deref(), Some(Path::new("/o/k")));
+        assert_eq!(r.variant, "viommu");
         assert_eq!(
             r.busybox(),
             Path::new("/var/cache/passthrough-testhost/busybox/bin/busybox")

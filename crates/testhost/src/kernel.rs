@@ -50,16 +50,34 @@ pub fn check_arm64_image(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// The project's kernel recipe.
+/// The variant built when none is named: every patch of the recipe.
+pub const DEFAULT_VARIANT: &str = "patched";
+
+/// The project's kernel recipe, and which of its variants to build.
+///
+/// A variant is a named list of patch numbers in the recipe's `variants` file (`patched`:
+/// all of them; `viommu`: only the test-only vIOMMU switch). Each variant has its own cache
+/// key, so the variants live side by side in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelRecipe {
     dir: PathBuf,
+    variant: String,
+}
+
+/// Whether `name` can be a variant name: 1 to 32 of `[A-Za-z0-9_]` (build.sh accepts the
+/// same set, and the name goes into `LOCALVERSION`).
+pub fn valid_variant_name(name: &str) -> bool {
+    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl KernelRecipe {
-    /// The recipe in directory `dir` (holding `arm64.config`, `build.sh`, `patches/`).
+    /// The recipe in directory `dir` (holding `arm64.config`, `build.sh`, `variants`,
+    /// `patches/`), building [`DEFAULT_VARIANT`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        KernelRecipe { dir: dir.into() }
+        KernelRecipe {
+            dir: dir.into(),
+            variant: DEFAULT_VARIANT.to_owned(),
+        }
     }
 
     /// The recipe of the workspace at `workspace` (`tests/testhost/kernel`).
@@ -67,19 +85,50 @@ impl KernelRecipe {
         Self::new(workspace.join("tests").join("testhost").join("kernel"))
     }
 
+    /// The same recipe building variant `name` (checked when the inputs are listed).
+    pub fn with_variant(mut self, name: impl Into<String>) -> Self {
+        self.variant = name.into();
+        self
+    }
+
     /// The recipe's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The files the kernel depends on, in hashing order: the fragment, the script, then
-    /// `patches/*.patch` sorted by name (the order `build.sh` applies them in).
+    /// The variant this recipe builds.
+    pub fn variant(&self) -> &str {
+        &self.variant
+    }
+
+    /// The patch numbers of the variant, in the order build.sh applies them, from the
+    /// `variants` file (`<name> <number>...` lines, `#` comments).
+    pub fn variant_patches(&self) -> Result<Vec<String>, Error> {
+        let path = self.dir.join("variants");
+        let text = fs::read_to_string(&path).map_err(|source| Error::Io {
+            op: "read kernel variants file",
+            path: path.clone(),
+            source,
+        })?;
+        parse_variant(&text, &self.variant).map_err(|reason| Error::Kernel { path, reason })
+    }
+
+    /// The files the kernel depends on, in hashing order: the fragment, the script, the
+    /// variants file, then the variant's patches in the order `build.sh` applies them.
     pub fn inputs(&self) -> Result<Vec<PathBuf>, Error> {
-        let mut files = vec![self.dir.join("arm64.config"), self.dir.join("build.sh")];
+        let mut files = vec![
+            self.dir.join("arm64.config"),
+            self.dir.join("build.sh"),
+            self.dir.join("variants"),
+        ];
+        let numbers = self.variant_patches()?;
+        if numbers.is_empty() {
+            return Ok(files);
+        }
         let patches = self.dir.join("patches");
+        let mut names = Vec::new();
         match fs::read_dir(&patches) {
             Ok(entries) => {
-                let mut found = Vec::new();
                 for entry in entries {
                     let entry = entry.map_err(|source| Error::Io {
                         op: "list",
@@ -88,12 +137,9 @@ impl KernelRecipe {
                     })?;
                     let path = entry.path();
                     if path.extension().is_some_and(|e| e == "patch") {
-                        found.push(path);
+                        names.push(path);
                     }
                 }
-                // Byte order of the names, as the C locale's glob in build.sh sorts them.
-                found.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-                files.extend(found);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
@@ -104,13 +150,39 @@ impl KernelRecipe {
                 });
             }
         }
+        for n in &numbers {
+            let prefix = format!("{n}-");
+            let found: Vec<&PathBuf> = names
+                .iter()
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|f| f.to_str())
+                        .is_some_and(|f| f.starts_with(&prefix))
+                })
+                .collect();
+            match found.as_slice() {
+                [one] => files.push((*one).clone()),
+                other => {
+                    return Err(Error::Kernel {
+                        path: patches,
+                        reason: format!(
+                            "variant {}: patch {n} matches {} files",
+                            self.variant,
+                            other.len()
+                        ),
+                    });
+                }
+            }
+        }
         Ok(files)
     }
 
-    /// SHA-256 (hex) over each input's name relative to the recipe directory, its length and
-    /// its contents.
+    /// SHA-256 (hex) over the variant's name, then each input's name relative to the recipe
+    /// directory, its length and its contents.
     pub fn cache_key(&self) -> Result<String, Error> {
         let mut h = Sha256::new();
+        h.update((self.variant.len() as u64).to_le_bytes());
+        h.update(self.variant.as_bytes());
         for path in self.inputs()? {
             let data = fs::read(&path).map_err(|source| Error::Io {
                 op: "read kernel recipe file",
@@ -136,11 +208,17 @@ impl KernelRecipe {
     }
 
     /// Returns the cached image, building it first if absent (`bash build.sh` with
-    /// `OUT_DIR` and `WORK_DIR` under `cache`; about 7 minutes on 2 cores).
+    /// `VARIANT`, and `OUT_DIR` and `WORK_DIR` under `cache`; about 7 minutes on 2 cores).
     pub fn build(&self, cache: &Path) -> Result<PathBuf, Error> {
         let image = self.cached_image(cache)?;
         if image.is_file() {
             return Ok(image);
+        }
+        if !valid_variant_name(&self.variant) {
+            return Err(Error::Kernel {
+                path: self.dir.join("variants"),
+                reason: format!("bad variant name {:?}", self.variant),
+            });
         }
         let out_dir = image.parent().unwrap_or(cache).to_owned();
         let staging = out_dir.with_extension(format!("partial-{}", std::process::id()));
@@ -153,7 +231,8 @@ impl KernelRecipe {
         let status = Command::new("bash")
             .arg(&script)
             .env("OUT_DIR", &staging)
-            .env("WORK_DIR", cache.join("kernel-build"))
+            .env("VARIANT", &self.variant)
+            .env("WORK_DIR", cache.join("kernel-build").join(&self.variant))
             .status()
             .map_err(|source| Error::Spawn {
                 program: format!("bash {}", script.display()),
@@ -180,6 +259,38 @@ impl KernelRecipe {
         }
         Ok(image)
     }
+}
+
+/// The patch numbers of `variant` in the text of a `variants` file: its line is
+/// `<name> <number>...`; blank lines and `#` comments are skipped. A variant that is absent,
+/// listed twice, or has a number that is not 4 digits is an error.
+pub fn parse_variant(text: &str, variant: &str) -> Result<Vec<String>, String> {
+    if !valid_variant_name(variant) {
+        return Err(format!("bad variant name {variant:?}"));
+    }
+    let mut found: Option<Vec<String>> = None;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        if name != variant {
+            continue;
+        }
+        if found.is_some() {
+            return Err(format!("variant {variant} is listed twice"));
+        }
+        let numbers: Vec<String> = words.map(str::to_owned).collect();
+        if let Some(bad) = numbers
+            .iter()
+            .find(|n| n.len() != 4 || !n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "variant {variant}: {bad:?} is not a 4-digit patch number"
+            ));
+        }
+        found = Some(numbers);
+    }
+    found.ok_or_else(|| format!("no variant {variant}"))
 }
 
 /// Where the kernel came from.
@@ -232,17 +343,29 @@ mod tests {
         let d = temp("key");
         fs::write(d.join("arm64.config"), "CONFIG_IOMMUFD=y\n").unwrap();
         fs::write(d.join("build.sh"), "#!/bin/sh\n").unwrap();
+        fs::write(d.join("variants"), "# c\npatched\nviommu\n").unwrap();
         let r = KernelRecipe::new(&d);
         let k0 = r.cache_key().unwrap();
         assert_eq!(k0.len(), 64);
         assert_eq!(k0, r.cache_key().unwrap(), "stable");
+        let v0 = r.clone().with_variant("viommu").cache_key().unwrap();
+        assert_ne!(k0, v0, "the variant's name is part of the key");
 
         fs::create_dir(d.join("patches")).unwrap();
         fs::write(d.join("patches/README"), "not a patch").unwrap();
-        assert_eq!(r.cache_key().unwrap(), k0, "non-.patch files do not count");
-
         fs::write(d.join("patches/0002-b.patch"), "b").unwrap();
         fs::write(d.join("patches/0001-a.patch"), "a").unwrap();
+        assert_eq!(
+            r.cache_key().unwrap(),
+            k0,
+            "patches outside the variant do not count"
+        );
+
+        fs::write(
+            d.join("variants"),
+            "# c\npatched 0002 0001 # in this order\nviommu 0002\n",
+        )
+        .unwrap();
         let names: Vec<_> = r
             .inputs()
             .unwrap()
@@ -251,15 +374,29 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["arm64.config", "build.sh", "0001-a.patch", "0002-b.patch"]
+            [
+                "arm64.config",
+                "build.sh",
+                "variants",
+                "0002-b.patch",
+                "0001-a.patch"
+            ]
         );
         let k1 = r.cache_key().unwrap();
         assert_ne!(k1, k0);
+        let viommu = r.clone().with_variant("viommu");
+        let v1 = viommu.cache_key().unwrap();
+        // A patch only `patched` carries changes `patched`'s key, not `viommu`'s.
+        fs::write(d.join("patches/0001-a.patch"), "a2").unwrap();
+        assert_ne!(r.cache_key().unwrap(), k1);
+        assert_eq!(viommu.cache_key().unwrap(), v1);
+        fs::write(d.join("patches/0001-a.patch"), "a").unwrap();
+        assert_eq!(r.cache_key().unwrap(), k1);
 
         // Same bytes under other names is another recipe (names are hashed with lengths).
         fs::rename(
             d.join("patches/0001-a.patch"),
-            d.join("patches/0003-a.patch"),
+            d.join("patches/0001-c.patch"),
         )
         .unwrap();
         assert_ne!(r.cache_key().unwrap(), k1);
@@ -271,12 +408,61 @@ mod tests {
             r.cached_image(Path::new("/c")).unwrap(),
             Path::new("/c/kernel").join(&k2).join("Image-arm64")
         );
+
+        // A number that names two patches, or none, is an error naming the variant.
+        fs::write(d.join("patches/0002-d.patch"), "d").unwrap();
+        let err = r.inputs().unwrap_err().to_string();
+        assert!(err.contains("patch 0002 matches 2 files"), "{err}");
+        let err = KernelRecipe::new(&d)
+            .with_variant("nosuch")
+            .inputs()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no variant nosuch"), "{err}");
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn variants_file_parsing() {
+        let text = "# comment\n\npatched 0001 0002 0003\nviommu 0003 # only the switch\nnone\n";
+        assert_eq!(
+            parse_variant(text, "patched").unwrap(),
+            ["0001", "0002", "0003"]
+        );
+        assert_eq!(parse_variant(text, "viommu").unwrap(), ["0003"]);
+        assert!(parse_variant(text, "none").unwrap().is_empty());
+        assert!(parse_variant(text, "other").is_err());
+        assert!(parse_variant(text, "bad name").is_err());
+        assert!(parse_variant(text, "").is_err());
+        assert!(parse_variant("a 1\n", "a").is_err(), "not 4 digits");
+        assert!(parse_variant("a 00x1\n", "a").is_err());
+        assert!(parse_variant("a 0001\na 0002\n", "a").is_err(), "twice");
+        assert!(valid_variant_name("viommu"));
+        assert!(!valid_variant_name("a/b"));
+        assert!(!valid_variant_name(&"x".repeat(33)));
+    }
+
+    #[test]
+    fn the_project_variants_exist() {
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let r = KernelRecipe::in_workspace(&ws);
+        if !r.dir().join("variants").exists() {
+            eprintln!("skipped: recipe not present at {}", r.dir().display());
+            return;
+        }
+        let patched = r.inputs().unwrap();
+        let viommu = r.clone().with_variant("viommu").inputs().unwrap();
+        assert_eq!(patched.len(), 3 + 3, "patched carries 0001, 0002, 0003");
+        assert_eq!(viommu.len(), 3 + 1, "viommu carries 0003 alone");
+        assert_eq!(patched.last(), viommu.last());
     }
 
     #[test]
     fn missing_recipe_file_is_named() {
         let d = temp("missing");
+        let err = KernelRecipe::new(&d).cache_key().unwrap_err();
+        assert!(err.to_string().contains("variants"), "{err}");
+        fs::write(d.join("variants"), "patched\n").unwrap();
         let err = KernelRecipe::new(&d).cache_key().unwrap_err();
         assert!(err.to_string().contains("arm64.config"), "{err}");
         fs::remove_dir_all(&d).unwrap();
@@ -308,6 +494,7 @@ mod tests {
         let recipe_dir = d.join("recipe");
         fs::create_dir(&recipe_dir).unwrap();
         fs::write(recipe_dir.join("arm64.config"), "x").unwrap();
+        fs::write(recipe_dir.join("variants"), "patched\n").unwrap();
         // A build script that would fail: it must not run when the image is cached.
         fs::write(recipe_dir.join("build.sh"), "exit 1\n").unwrap();
         let r = KernelRecipe::new(&recipe_dir);

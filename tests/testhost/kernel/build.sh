@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds the testhost VM's arm64 kernel Image from Debian's linux-source-7.x package:
-# a fresh source tree, the patches in patches/*.patch applied in name order, the config
-# fragment arm64.config merged over allnoconfig, every option of the fragment checked in
-# the resolved config, then `make Image`.
+# a fresh source tree, the patches of the variant (see `variants`) applied in the order
+# listed there, the config fragment arm64.config merged over allnoconfig with LOCALVERSION
+# -testhost-<variant>, every option of the fragment checked in the resolved config, then
+# `make Image`.
 #
 # The testhost crate calls this only when its cache (keyed by the SHA-256 of this script,
-# the fragment and the patches) has no image yet; see crates/testhost/src/kernel.rs.
-# About 7 minutes on 2 cores.
+# the fragment, `variants`, the variant's name and its patches) has no image yet; see
+# crates/testhost/src/kernel.rs. About 7 minutes on 2 cores.
 #
 # Environment:
+#   VARIANT     the variant to build, a name in `variants` (default: patched)
 #   OUT_DIR     where Image-arm64 goes (default: tests/testhost/out)
 #   WORK_DIR    source, objects and the downloaded package (default: /tmp/testhost-kernel-build)
 #   JOBS        make -j (default: nproc)
@@ -25,7 +27,24 @@ out="${OUT_DIR:-$here/../out}"
 work="${WORK_DIR:-/tmp/testhost-kernel-build}"
 jobs="${JOBS:-$(nproc)}"
 
+variant="${VARIANT:-patched}"
+
 die() { echo "kernel build: $*" >&2; exit 1; }
+
+# The variant's patch numbers, from its line in `variants`.
+case "$variant" in
+  *[!A-Za-z0-9_]* | "") die "bad variant name '$variant'" ;;
+esac
+numbers="$(awk -v v="$variant" '$1 == v { $1 = ""; print; found = 1 } END { if (!found) exit 1 }' "$here/variants")" ||
+  die "variant '$variant' is not in $here/variants"
+patches=()
+for n in $numbers; do
+  shopt -s nullglob
+  matches=("$here"/patches/"$n"-*.patch)
+  shopt -u nullglob
+  [ "${#matches[@]}" = 1 ] || die "variant $variant: patch $n matches ${#matches[@]} files in patches/"
+  patches+=("${matches[0]}")
+done
 
 for tool in make gcc aarch64-linux-gnu-gcc flex bison bc patch xz perl; do
   command -v "$tool" >/dev/null 2>&1 ||
@@ -39,7 +58,7 @@ fi
 [ -n "$pkg" ] || die "apt sees no linux-source-7.N package (setup.sh adds sid; then apt-get update)"
 version="$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')"
 [ -n "$version" ] && [ "$version" != "(none)" ] || die "$pkg has no installable version"
-echo "kernel build: $pkg $version, $jobs jobs, work in $work"
+echo "kernel build: $pkg $version, variant $variant (patches: ${numbers:- none}), $jobs jobs, work in $work"
 
 mkdir -p "$work/debs" "$out"
 deb="$work/debs/${pkg}_${version//:/%3a}.deb"
@@ -59,16 +78,15 @@ mkdir -p "$work/src" "$work/obj"
 tar -xf "$tarball" -C "$work/src" --strip-components=1
 rm -rf "$work/deb"
 
-shopt -s nullglob
-for p in "$here"/patches/*.patch; do
+for p in "${patches[@]}"; do
   echo "kernel build: applying $(basename "$p")"
   patch -d "$work/src" -p1 --forward --batch --quiet <"$p" || die "patch $(basename "$p") does not apply"
 done
-shopt -u nullglob
 
 export ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
 make -C "$work/src" -s O="$work/obj" allnoconfig
 "$work/src/scripts/kconfig/merge_config.sh" -m -O "$work/obj" "$work/obj/.config" "$here/arm64.config" >/dev/null
+"$work/src/scripts/config" --file "$work/obj/.config" --set-str LOCALVERSION "-testhost-$variant"
 make -C "$work/src" -s O="$work/obj" olddefconfig
 
 # Every y/n of the fragment must hold in the resolved config: an option whose dependencies
