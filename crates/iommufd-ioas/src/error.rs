@@ -190,6 +190,46 @@ pub enum Error {
         /// The kernel's answer.
         errno: Errno,
     },
+    /// `IOMMU_HWPT_INVALIDATE` failed, after the kernel handled `consumed` of the entries.
+    #[error(
+        "IOMMU_HWPT_INVALIDATE of {entries} entries (data type {data_type}) on {kind} {id} failed at entry {consumed}: {errno}"
+    )]
+    HwptInvalidate {
+        /// `"vIOMMU"` or `"HWPT"`.
+        kind: &'static str,
+        /// The object ID.
+        id: u32,
+        /// The invalidation data type.
+        data_type: u32,
+        /// How many entries were passed.
+        entries: usize,
+        /// How many the kernel handled before failing (the failing one is this index).
+        consumed: usize,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+    /// `IOMMU_VEVENTQ_ALLOC` failed.
+    #[error(
+        "IOMMU_VEVENTQ_ALLOC of type {veventq_type} depth {depth} on vIOMMU {viommu_id} failed: {errno}"
+    )]
+    VeventqAlloc {
+        /// The vIOMMU ID.
+        viommu_id: u32,
+        /// The vEVENTQ type.
+        veventq_type: u32,
+        /// The requested depth.
+        depth: u32,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+    /// Polling or reading a vEVENTQ failed.
+    #[error("read of vEVENTQ {id} failed: {errno}")]
+    VeventqRead {
+        /// The vEVENTQ ID.
+        id: u32,
+        /// The kernel's answer.
+        errno: Errno,
+    },
     /// An argument was rejected before any ioctl was issued.
     #[error("{op}: invalid argument: {reason}")]
     InvalidArgument {
@@ -254,7 +294,10 @@ impl Error {
             | Error::HwptAlloc { errno, .. }
             | Error::ViommuAlloc { errno, .. }
             | Error::VdeviceAlloc { errno, .. }
-            | Error::HwInfo { errno, .. } => Some(*errno),
+            | Error::HwInfo { errno, .. }
+            | Error::HwptInvalidate { errno, .. }
+            | Error::VeventqAlloc { errno, .. }
+            | Error::VeventqRead { errno, .. } => Some(*errno),
             Error::Open { source, .. } | Error::Sysfs { source, .. } => {
                 source.raw_os_error().map(Errno)
             }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use iommufd_bindings::iommufd::{
-    iommu_hwpt_alloc, iommu_hwpt_data_type_IOMMU_HWPT_DATA_NONE, iommu_vdevice_alloc,
+    iommu_hwpt_alloc, iommu_hwpt_data_type_IOMMU_HWPT_DATA_ARM_SMMUV3,
+    iommu_hwpt_data_type_IOMMU_HWPT_DATA_NONE,
+    iommu_hwpt_invalidate_data_type_IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, iommu_vdevice_alloc,
     iommu_viommu_alloc, iommu_viommu_type_IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
     iommufd_hwpt_alloc_flags_IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
     iommufd_hwpt_alloc_flags_IOMMU_HWPT_ALLOC_NEST_PARENT,
@@ -14,8 +16,14 @@ use iommufd_bindings::iommufd::{
 
 use crate::error::{Error, Result};
 use crate::ioas::Ioas;
+use crate::iommufd::Iommufd;
 use crate::object::{ObjectId, impl_destroy};
+use crate::smmuv3::{SmmuV3Command, VSte};
 use crate::sys;
+
+/// The most commands one [`Viommu::invalidate`] call hands to the kernel: the kernel takes
+/// any number, but its copy is a kernel allocation sized by the batch, so batches are split.
+pub const MAX_INVALIDATION_BATCH: usize = 128;
 
 /// Flags of a kernel-managed (paging) HWPT.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,6 +145,19 @@ impl Hwpt {
         })
     }
 
+    /// Allocates a nested HWPT on an SMMUv3 `viommu` for `dev_id` from the guest's STE
+    /// (`IOMMU_HWPT_DATA_ARM_SMMUV3`). The STE was checked against the kernel's rules when it
+    /// was built ([`VSte::from_words`]), so the kernel's `EIO` for a bad STE cannot happen
+    /// from a typed one.
+    pub fn alloc_nested_smmuv3(viommu: &Arc<Viommu>, dev_id: u32, ste: &VSte) -> Result<Self> {
+        Self::alloc_nested(
+            viommu,
+            dev_id,
+            iommu_hwpt_data_type_IOMMU_HWPT_DATA_ARM_SMMUV3,
+            &ste.to_le_bytes(),
+        )
+    }
+
     /// The HWPT ID, as attach calls take it.
     pub fn id(&self) -> u32 {
         self.obj.id()
@@ -217,6 +238,91 @@ impl Viommu {
     /// The vIOMMU ID.
     pub fn id(&self) -> u32 {
         self.obj.id()
+    }
+
+    /// The iommufd it lives in.
+    pub fn iommufd(&self) -> &Arc<Iommufd> {
+        self.obj.iommufd()
+    }
+
+    /// Forwards the guest's invalidation commands to the SMMU through this vIOMMU
+    /// (`IOMMU_HWPT_INVALIDATE` with `IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3`), in batches
+    /// of at most [`MAX_INVALIDATION_BATCH`], in order. Returns when every command was
+    /// handled; the kernel issues its own `CMD_SYNC` after each batch, so a guest's
+    /// `CMD_SYNC` can complete once this returns.
+    ///
+    /// A command the kernel does not forward is refused before any call
+    /// ([`Error::InvalidArgument`] naming its index). A kernel failure is
+    /// [`Error::HwptInvalidate`] whose `consumed` counts the commands of `cmds` handled
+    /// before the failing one (for example `EIO` for a `CFGI_CD` naming a virtual StreamID
+    /// that has no vDEVICE).
+    pub fn invalidate(&self, cmds: &[SmmuV3Command]) -> Result<()> {
+        const OP: &str = "IOMMU_HWPT_INVALIDATE";
+        if let Some((i, c)) = cmds
+            .iter()
+            .enumerate()
+            .find(|(_, c)| !crate::smmuv3::is_forwarded(c.opcode()))
+        {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                reason: format!(
+                    "command {i} (opcode {:#04x}) is not one a vIOMMU forwards",
+                    c.opcode()
+                ),
+            });
+        }
+        let data_type = iommu_hwpt_invalidate_data_type_IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3;
+        let mut buf = Vec::with_capacity(16 * cmds.len().min(MAX_INVALIDATION_BATCH));
+        for (batch_no, batch) in cmds.chunks(MAX_INVALIDATION_BATCH).enumerate() {
+            buf.clear();
+            for c in batch {
+                buf.extend_from_slice(&c.to_le_bytes());
+            }
+            let done_before = batch_no * MAX_INVALIDATION_BATCH;
+            match sys::hwpt_invalidate(self.iommufd().raw(), self.id(), data_type, 16, &buf) {
+                Ok(n) if n as usize == batch.len() => {}
+                Ok(n) => {
+                    return Err(Error::KernelReply {
+                        op: OP,
+                        reason: format!(
+                            "handled {n} of {} commands yet reported success",
+                            batch.len()
+                        ),
+                    });
+                }
+                Err((errno, consumed)) => {
+                    return Err(Error::HwptInvalidate {
+                        kind: "vIOMMU",
+                        id: self.id(),
+                        data_type,
+                        entries: cmds.len(),
+                        consumed: done_before + consumed as usize,
+                        errno,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks whether the kernel takes SMMUv3 invalidations on this vIOMMU at all (an
+    /// `IOMMU_HWPT_INVALIDATE` with no entries, which the UAPI defines as that check).
+    pub fn supports_smmuv3_invalidation(&self) -> Result<bool> {
+        let data_type = iommu_hwpt_invalidate_data_type_IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3;
+        match sys::hwpt_invalidate(self.iommufd().raw(), self.id(), data_type, 16, &[]) {
+            Ok(_) => Ok(true),
+            Err((errno, _)) if errno.raw() == libc::EOPNOTSUPP || errno.raw() == libc::EINVAL => {
+                Ok(false)
+            }
+            Err((errno, _)) => Err(Error::HwptInvalidate {
+                kind: "vIOMMU",
+                id: self.id(),
+                data_type,
+                entries: 0,
+                consumed: 0,
+                errno,
+            }),
+        }
     }
 }
 

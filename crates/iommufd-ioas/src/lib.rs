@@ -15,6 +15,13 @@
 //!   vDEVICEs. Every object is RAII (destroyed with `IOMMU_DESTROY` on drop, or explicitly
 //!   with `destroy`, which hands the object back on failure) and holds its parent, so the
 //!   kernel's reference order cannot be broken from safe code.
+//! - Nesting (a guest-owned stage 1 over the VMM's stage 2): [`Hwpt::alloc_nest_parent`],
+//!   [`Viommu`] and [`Vdevice`], nested HWPTs from a checked guest STE
+//!   ([`Hwpt::alloc_nested_smmuv3`], [`smmuv3::VSte`]), batched invalidation of the guest's
+//!   TLB and CD caches ([`Viommu::invalidate`] with [`smmuv3::SmmuV3Command`]s), the
+//!   [`Veventq`] that delivers the guest's faults, the SMMU's decoded ID registers
+//!   ([`smmuv3::SmmuV3Idr`]), and [`probe_viommu`], which says whether the kernel gives a
+//!   device a vIOMMU and why not.
 //! - [`IommuGroup`]: the typed reserved regions of a device's IOMMU group from sysfs.
 //! - [`proposed`]: the not-yet-upstream UAPI (`IOMMU_OPTION_SW_MSI_START`/`SIZE`, the VFIO
 //!   per-vector MSI IOVA) in one labelled module, and [`Iommufd::probe_sw_msi_window`], which
@@ -52,21 +59,28 @@ mod hwpt;
 mod ioas;
 mod iommufd;
 mod iova;
+pub mod nesting;
 mod object;
 mod option;
 pub mod proposed;
 mod reserved;
+pub mod smmuv3;
 mod sys;
+mod veventq;
 
 pub use errno::Errno;
 pub use error::{Error, Result};
 pub use hw_info::{HwInfo, HwInfoData};
-pub use hwpt::{Hwpt, HwptFlags, Vdevice, Viommu, ViommuType};
+pub use hwpt::{Hwpt, HwptFlags, MAX_INVALIDATION_BATCH, Vdevice, Viommu, ViommuType};
 pub use ioas::{Access, Ioas, MAX_IOVA_RANGES, MapTarget};
 pub use iommufd::{IOMMUFD_PATH, Iommufd};
 pub use iova::{IovaRange, IovaRanges};
+pub use nesting::{ViommuProbe, ViommuRefusal, probe_viommu};
 pub use object::DestroyError;
 pub use option::IommuOption;
 pub use reserved::{
     IommuGroup, MAX_RESERVED_REGIONS, ReservedKind, ReservedRegion, parse_reserved_regions,
+};
+pub use veventq::{
+    MAX_DEPTH as VEVENTQ_MAX_DEPTH, READ_BUFFER_LEN, Vevent, Veventq, parse_vevents,
 };

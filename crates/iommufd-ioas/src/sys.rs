@@ -2,7 +2,8 @@
 //!
 //! The ioctls that `iommufd-ioctls` already wraps (`IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`,
 //! `IOMMU_IOAS_UNMAP`, `IOMMU_HWPT_ALLOC`, `IOMMU_GET_HW_INFO`, `IOMMU_VIOMMU_ALLOC`,
-//! `IOMMU_VDEVICE_ALLOC`) are called through it. The ones it lacks (`IOMMU_IOAS_IOVA_RANGES`,
+//! `IOMMU_VDEVICE_ALLOC`, `IOMMU_HWPT_INVALIDATE`, `IOMMU_VEVENTQ_ALLOC`) are called through
+//! it; so is the `poll()` of a vEVENTQ. The ones it lacks (`IOMMU_IOAS_IOVA_RANGES`,
 //! `IOMMU_IOAS_ALLOW_IOVAS`, `IOMMU_IOAS_COPY`, `IOMMU_OPTION`) are declared here from
 //! `iommufd-bindings`' command numbers. `IOMMU_IOAS_MAP` and `IOMMU_IOAS_MAP_FILE` use
 //! `iommufd-ioctls`' ioctl numbers but are issued here with a mutable argument, because the
@@ -11,12 +12,16 @@
 //!
 //! Everything above this module works on plain values and is tested without a kernel.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
 use iommufd_bindings::iommufd::{
     IOMMUFD_CMD_IOAS_ALLOW_IOVAS, IOMMUFD_CMD_IOAS_COPY, IOMMUFD_CMD_IOAS_IOVA_RANGES,
-    IOMMUFD_CMD_OPTION, IOMMUFD_TYPE, iommu_hw_info, iommu_hwpt_alloc, iommu_ioas_alloc,
-    iommu_ioas_allow_iovas, iommu_ioas_copy, iommu_ioas_iova_ranges, iommu_ioas_map,
-    iommu_ioas_map_file, iommu_ioas_unmap, iommu_iova_range, iommu_option, iommu_vdevice_alloc,
-    iommu_viommu_alloc,
+    IOMMUFD_CMD_OPTION, IOMMUFD_TYPE, iommu_hw_info, iommu_hwpt_alloc, iommu_hwpt_invalidate,
+    iommu_ioas_alloc, iommu_ioas_allow_iovas, iommu_ioas_copy, iommu_ioas_iova_ranges,
+    iommu_ioas_map, iommu_ioas_map_file, iommu_ioas_unmap, iommu_iova_range, iommu_option,
+    iommu_vdevice_alloc, iommu_veventq_alloc, iommu_viommu_alloc,
 };
 use iommufd_ioctls::{IommuFd, IommufdError};
 use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_ref};
@@ -203,6 +208,69 @@ pub(crate) fn vdevice_alloc(fd: &IommuFd, arg: &mut iommu_vdevice_alloc) -> Resu
     Ok(arg.out_vdevice_id)
 }
 
+/// `IOMMU_HWPT_INVALIDATE` of `entry_num` entries of `entry_len` bytes at `data` (which
+/// holds at least `entry_len * entry_num` bytes). Returns the number of entries the kernel
+/// handled; on failure, the errno and that number (the kernel writes it back either way).
+pub(crate) fn hwpt_invalidate(
+    fd: &IommuFd,
+    id: u32,
+    data_type: u32,
+    entry_len: u32,
+    data: &[u8],
+) -> Result<u32, (Errno, u32)> {
+    let entry_num = if entry_len == 0 {
+        0
+    } else {
+        u32::try_from(data.len() / entry_len as usize).unwrap_or(u32::MAX)
+    };
+    let mut arg = iommu_hwpt_invalidate {
+        size: size_of_u32::<iommu_hwpt_invalidate>(),
+        hwpt_id: id,
+        data_uptr: data.as_ptr() as u64,
+        data_type,
+        entry_len,
+        entry_num,
+        __reserved: 0,
+    };
+    // `IommuFd::invalidate_hwpt` issues the ioctl with `&mut arg`; the kernel reads at most
+    // `entry_len * entry_num` bytes at `data_uptr`, which `data` holds (computed above from
+    // its length), alive for the call.
+    match fd.invalidate_hwpt(&mut arg) {
+        Ok(()) => Ok(arg.entry_num),
+        Err(e) => Err((errno_of(e), arg.entry_num.min(entry_num))),
+    }
+}
+
+/// `IOMMU_VEVENTQ_ALLOC`; returns the object ID and the queue's file, already non-blocking.
+pub(crate) fn veventq_alloc(
+    fd: &IommuFd,
+    arg: &mut iommu_veventq_alloc,
+) -> Result<(u32, File), Errno> {
+    fd.alloc_veventq(arg).map_err(errno_of)
+}
+
+/// Waits up to `timeout` for `fd` to be readable.
+pub(crate) fn poll_in(fd: BorrowedFd<'_>, timeout: Duration) -> Result<bool, Errno> {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is one valid, initialised `pollfd` that outlives the call, and the
+        // count passed is 1; `fd` is borrowed, so it stays open for the call.
+        let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ret >= 0 {
+            return Ok(ret > 0 && pfd.revents & libc::POLLIN != 0);
+        }
+        let errno = Errno::last();
+        if errno.raw() != libc::EINTR {
+            return Err(errno);
+        }
+    }
+}
+
 /// `IOMMU_GET_HW_INFO` into `data`; returns the header the kernel filled in.
 pub(crate) fn get_hw_info(
     fd: &IommuFd,
@@ -276,5 +344,27 @@ mod tests {
         assert_eq!(offset_of!(iommu_hw_info, data_uptr), 16);
         assert_eq!(offset_of!(iommu_hw_info, out_capabilities), 32);
         assert_eq!(offset_of!(iommu_hwpt_alloc, out_hwpt_id), 16);
+        assert_eq!(size_of::<iommu_hwpt_invalidate>(), 32);
+        assert_eq!(offset_of!(iommu_hwpt_invalidate, data_uptr), 8);
+        assert_eq!(offset_of!(iommu_hwpt_invalidate, entry_num), 24);
+        assert_eq!(size_of::<iommu_veventq_alloc>(), 32);
+        assert_eq!(offset_of!(iommu_veventq_alloc, veventq_depth), 16);
+        assert_eq!(offset_of!(iommu_veventq_alloc, out_veventq_fd), 24);
+        assert_eq!(
+            size_of::<iommufd_bindings::iommufd::iommu_hwpt_arm_smmuv3>(),
+            16
+        );
+        assert_eq!(
+            size_of::<iommufd_bindings::iommufd::iommu_viommu_arm_smmuv3_invalidate>(),
+            16
+        );
+        assert_eq!(
+            size_of::<iommufd_bindings::iommufd::iommufd_vevent_header>(),
+            crate::veventq::HEADER_LEN
+        );
+        assert_eq!(
+            size_of::<iommufd_bindings::iommufd::iommu_vevent_arm_smmuv3>(),
+            crate::veventq::SMMUV3_RECORD_LEN
+        );
     }
 }

@@ -133,6 +133,40 @@ fn nic_config_space_has_igb_ids() {
     }
 }
 
+/// The SMMU still offers what the nesting tests and the vIOMMU end-to-end run rely on, read
+/// through `IOMMU_GET_HW_INFO` (SMMU_IDR0-5, Arm IHI 0070 6.3): stage 1 and stage 2
+/// (nesting), AArch64 tables, coherent, and no S2FWB (which is why a vIOMMU needs the
+/// test-only kernel switch); no PASIDs, no ATS, no PRI, no stall; the 44-bit OAS and 4 KiB
+/// granule the tests build tables for. A QEMU update that changes any of it fails here first.
+#[test]
+fn smmu_offers_nesting_without_fwb() {
+    guest_only!();
+    let bdf = &vfio_bdfs()[0];
+    let iommufd = iommufd_ioas::Iommufd::open().expect("open /dev/iommu");
+    let mut dev = vfio_cdev::VfioDevice::open_pci(bdf.parse().expect("BDF")).expect("open");
+    let dev_id = dev.bind(&iommufd).expect("bind");
+    let info = iommufd.hw_info(dev_id).expect("IOMMU_GET_HW_INFO");
+    let iommufd_ioas::HwInfoData::ArmSmmuV3 { idr, .. } = info.data else {
+        panic!("not an SMMUv3: {:?}", info.data);
+    };
+    let idr = iommufd_ioas::smmuv3::SmmuV3Idr::new(idr);
+    println!("SMMU IDR0-5: {:08x?}", idr.raw());
+    assert_eq!(idr.check_nesting(), Ok(()), "{:08x?}", idr.raw());
+    assert!(idr.coherent(), "IDR0.COHACC");
+    assert!(
+        !idr.fwb(),
+        "IDR3.FWB: a vIOMMU would not need the test-only switch"
+    );
+    assert_eq!(idr.ssid_bits(), 0, "IDR1.SSIDSIZE");
+    assert!(!idr.ats() && !idr.pri(), "IDR0.ATS/PRI");
+    assert_eq!(
+        idr.stall_model(),
+        iommufd_ioas::smmuv3::StallModel::TerminateOnly
+    );
+    assert_eq!(idr.oas_bits(), 44, "IDR5.OAS");
+    assert!(idr.granules().g4k, "IDR5.GRAN4K");
+}
+
 #[test]
 fn dev_t_split_matches_linux() {
     // Not guest-only: the split is checked against known numbers everywhere.

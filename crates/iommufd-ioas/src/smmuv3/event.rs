@@ -1,0 +1,208 @@
+//! SMMUv3 event records as a vEVENTQ delivers them (Arm IHI 0070 7.3 "Event records"; Linux
+//! `struct iommu_vevent_arm_smmuv3`): 32 bytes, little-endian, with the StreamID replaced by
+//! the device's virtual ID (its vDEVICE's `virt_id`).
+
+use super::bits;
+
+/// Event numbers (IHI 0070 7.3, `EVENT[7:0]`).
+pub mod event_id {
+    /// `F_UUT`: unsupported upstream transaction.
+    pub const F_UUT: u8 = 0x01;
+    /// `C_BAD_STREAMID`.
+    pub const C_BAD_STREAMID: u8 = 0x02;
+    /// `F_STE_FETCH`.
+    pub const F_STE_FETCH: u8 = 0x03;
+    /// `C_BAD_STE`.
+    pub const C_BAD_STE: u8 = 0x04;
+    /// `F_BAD_ATS_TREQ`.
+    pub const F_BAD_ATS_TREQ: u8 = 0x05;
+    /// `F_STREAM_DISABLED`.
+    pub const F_STREAM_DISABLED: u8 = 0x06;
+    /// `F_TRANSL_FORBIDDEN`.
+    pub const F_TRANSL_FORBIDDEN: u8 = 0x07;
+    /// `C_BAD_SUBSTREAMID`.
+    pub const C_BAD_SUBSTREAMID: u8 = 0x08;
+    /// `F_CD_FETCH`.
+    pub const F_CD_FETCH: u8 = 0x09;
+    /// `C_BAD_CD`.
+    pub const C_BAD_CD: u8 = 0x0a;
+    /// `F_WALK_EABT`.
+    pub const F_WALK_EABT: u8 = 0x0b;
+    /// `F_TRANSLATION`.
+    pub const F_TRANSLATION: u8 = 0x10;
+    /// `F_ADDR_SIZE`.
+    pub const F_ADDR_SIZE: u8 = 0x11;
+    /// `F_ACCESS`.
+    pub const F_ACCESS: u8 = 0x12;
+    /// `F_PERMISSION`.
+    pub const F_PERMISSION: u8 = 0x13;
+    /// `F_TLB_CONFLICT`.
+    pub const F_TLB_CONFLICT: u8 = 0x20;
+    /// `F_CFG_CONFLICT`.
+    pub const F_CFG_CONFLICT: u8 = 0x21;
+    /// `E_PAGE_REQUEST`.
+    pub const E_PAGE_REQUEST: u8 = 0x24;
+    /// `F_VMS_FETCH`.
+    pub const F_VMS_FETCH: u8 = 0x25;
+
+    /// The spec's name of an event number, when it has one.
+    pub fn name(id: u8) -> Option<&'static str> {
+        Some(match id {
+            F_UUT => "F_UUT",
+            C_BAD_STREAMID => "C_BAD_STREAMID",
+            F_STE_FETCH => "F_STE_FETCH",
+            C_BAD_STE => "C_BAD_STE",
+            F_BAD_ATS_TREQ => "F_BAD_ATS_TREQ",
+            F_STREAM_DISABLED => "F_STREAM_DISABLED",
+            F_TRANSL_FORBIDDEN => "F_TRANSL_FORBIDDEN",
+            C_BAD_SUBSTREAMID => "C_BAD_SUBSTREAMID",
+            F_CD_FETCH => "F_CD_FETCH",
+            C_BAD_CD => "C_BAD_CD",
+            F_WALK_EABT => "F_WALK_EABT",
+            F_TRANSLATION => "F_TRANSLATION",
+            F_ADDR_SIZE => "F_ADDR_SIZE",
+            F_ACCESS => "F_ACCESS",
+            F_PERMISSION => "F_PERMISSION",
+            F_TLB_CONFLICT => "F_TLB_CONFLICT",
+            F_CFG_CONFLICT => "F_CFG_CONFLICT",
+            E_PAGE_REQUEST => "E_PAGE_REQUEST",
+            F_VMS_FETCH => "F_VMS_FETCH",
+            _ => return None,
+        })
+    }
+}
+
+/// One SMMUv3 event record, with accessors for the fields the translation and configuration
+/// faults share (IHI 0070 7.3.1-7.3.20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmmuV3Event {
+    words: [u64; 4],
+}
+
+impl SmmuV3Event {
+    /// Wraps the four 64-bit words of a record.
+    pub const fn from_words(words: [u64; 4]) -> Self {
+        SmmuV3Event { words }
+    }
+
+    /// Decodes the 32 little-endian bytes of a record.
+    pub fn from_le_bytes(b: &[u8; 32]) -> Self {
+        let mut words = [0u64; 4];
+        for (i, w) in words.iter_mut().enumerate() {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[8 * i..8 * i + 8]);
+            *w = u64::from_le_bytes(x);
+        }
+        SmmuV3Event { words }
+    }
+
+    /// The raw words.
+    pub const fn words(&self) -> [u64; 4] {
+        self.words
+    }
+
+    /// `EventID` (see [`event_id`]).
+    pub fn id(&self) -> u8 {
+        self.words[0] as u8
+    }
+
+    /// The spec's name of the event, when it has one.
+    pub fn name(&self) -> Option<&'static str> {
+        event_id::name(self.id())
+    }
+
+    /// `StreamID` (virtual, from a vEVENTQ).
+    pub fn stream_id(&self) -> u32 {
+        bits(self.words[0], 63, 32) as u32
+    }
+
+    /// `SubstreamID`, when `SSV` is set.
+    pub fn substream_id(&self) -> Option<u32> {
+        (bits(self.words[0], 11, 11) == 1).then(|| bits(self.words[0], 31, 12) as u32)
+    }
+
+    /// `RnW`: the faulting access was a read.
+    pub fn read(&self) -> bool {
+        bits(self.words[1], 35, 35) == 1
+    }
+
+    /// `S2`: the fault was in stage 2.
+    pub fn stage2(&self) -> bool {
+        bits(self.words[1], 39, 39) == 1
+    }
+
+    /// `CLASS` (`0b00` CD fetch, `0b01` translation-table fetch, `0b10` input address).
+    pub fn class(&self) -> u8 {
+        bits(self.words[1], 41, 40) as u8
+    }
+
+    /// `InputAddr`: the address the device used (a gIOVA under a guest stage 1).
+    pub fn input_addr(&self) -> u64 {
+        self.words[2]
+    }
+
+    /// `IPA` (bits 51:12) of a stage-2 fault, as translation faults report it.
+    pub fn ipa(&self) -> u64 {
+        self.words[3] & 0x000f_ffff_ffff_f000
+    }
+
+    /// Whether the record is one of the translation faults (`F_TRANSLATION`, `F_ADDR_SIZE`,
+    /// `F_ACCESS`, `F_PERMISSION`).
+    pub fn is_translation_fault(&self) -> bool {
+        matches!(
+            self.id(),
+            event_id::F_TRANSLATION
+                | event_id::F_ADDR_SIZE
+                | event_id::F_ACCESS
+                | event_id::F_PERMISSION
+        )
+    }
+}
+
+impl std::fmt::Display for SmmuV3Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => write!(f, "{n}")?,
+            None => write!(f, "event {:#04x}", self.id())?,
+        }
+        write!(
+            f,
+            " StreamID {:#x} addr {:#x}{}",
+            self.stream_id(),
+            self.input_addr(),
+            if self.stage2() { " (stage 2)" } else { "" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_translation_fault() {
+        let mut b = [0u8; 32];
+        // F_TRANSLATION, StreamID 0x20, a write (RnW 0), stage 1, class IN, at 0x10400000.
+        b[..8].copy_from_slice(&(0x10u64 | 0x20 << 32).to_le_bytes());
+        b[8..16].copy_from_slice(&(2u64 << 40).to_le_bytes());
+        b[16..24].copy_from_slice(&0x1040_0000u64.to_le_bytes());
+        b[24..].copy_from_slice(&0x4040_0abcu64.to_le_bytes());
+        let e = SmmuV3Event::from_le_bytes(&b);
+        assert_eq!(e.id(), event_id::F_TRANSLATION);
+        assert_eq!(e.name(), Some("F_TRANSLATION"));
+        assert_eq!(e.stream_id(), 0x20);
+        assert_eq!(e.substream_id(), None);
+        assert!(!e.read());
+        assert!(!e.stage2());
+        assert_eq!(e.class(), 2);
+        assert_eq!(e.input_addr(), 0x1040_0000);
+        assert_eq!(e.ipa(), 0x4040_0000);
+        assert!(e.is_translation_fault());
+        assert_eq!(e.to_string(), "F_TRANSLATION StreamID 0x20 addr 0x10400000");
+        let s = SmmuV3Event::from_words([0x0a | 1 << 11 | 5 << 12, 1 << 39 | 1 << 35, 0, 0]);
+        assert_eq!(s.substream_id(), Some(5));
+        assert!(s.stage2() && s.read());
+        assert!(!s.is_translation_fault());
+        assert_eq!(SmmuV3Event::from_words([0xee, 0, 0, 0]).name(), None);
+    }
+}
