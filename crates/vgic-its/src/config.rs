@@ -25,6 +25,16 @@ pub const MIN_ITT_ENTRY_SIZE: u8 = 8;
 pub const MAX_ITT_ENTRY_SIZE: u8 = 16;
 /// Largest translation-cache capacity accepted by the builder.
 pub const MAX_CACHE_ENTRIES: usize = 1 << 16;
+/// Command slots of the largest queue `GITS_CBASER` can describe (256 pages of 4 KiB).
+pub const MAX_QUEUE_COMMANDS: usize = 256 * 4096 / 32;
+/// Default of [`ItsConfigBuilder::commands_per_call`]: at most this many commands run in one
+/// `GITS_CWRITER`/`GITS_CTLR` write (one MMIO exit), about 0.1-0.3 ms of MAPDs on the
+/// development machine; Linux queues a handful per write.
+pub const DEFAULT_COMMANDS_PER_CALL: usize = 1024;
+
+fn default_commands_per_call() -> usize {
+    DEFAULT_COMMANDS_PER_CALL
+}
 
 /// What the ITS does when a command fails one of the spec's checks.
 ///
@@ -65,6 +75,9 @@ pub enum ConfigError {
     /// Translation-cache capacity is not a power of two in 1..=65536.
     #[error("ITS config: translation cache size {0} is not a power of two in 1..=65536")]
     CacheEntries(usize),
+    /// Commands per call outside 1..=32768 (the largest queue).
+    #[error("ITS config: commands per call {0} is outside 1..=32768")]
+    CommandsPerCall(usize),
 }
 
 /// Fixed configuration of one emulated ITS.
@@ -83,6 +96,8 @@ pub struct ItsConfig {
     pub(crate) error_policy: CommandErrorPolicy,
     pub(crate) cache_entries: usize,
     pub(crate) iidr: u32,
+    #[serde(default = "default_commands_per_call")]
+    pub(crate) commands_per_call: usize,
 }
 
 impl ItsConfig {
@@ -160,6 +175,12 @@ impl ItsConfig {
         self.iidr
     }
 
+    /// Most commands one call of [`Its::process_commands`](crate::Its::process_commands)
+    /// (and so one `GITS_CWRITER` or `GITS_CTLR` write) executes.
+    pub fn commands_per_call(&self) -> usize {
+        self.commands_per_call
+    }
+
     /// Check every field against the architectural range. Also used on restore, where the
     /// configuration comes from a snapshot and may be garbage.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -185,6 +206,9 @@ impl ItsConfig {
         if !c.cache_entries.is_power_of_two() || c.cache_entries > MAX_CACHE_ENTRIES {
             return Err(ConfigError::CacheEntries(c.cache_entries));
         }
+        if !(1..=MAX_QUEUE_COMMANDS).contains(&c.commands_per_call) {
+            return Err(ConfigError::CommandsPerCall(c.commands_per_call));
+        }
         Ok(())
     }
 }
@@ -193,8 +217,8 @@ impl ItsConfig {
 ///
 /// Defaults: 1 vCPU, 16 DeviceID bits, 16 EventID bits, 16 INTID bits, 8-byte ITT entries,
 /// 16 collection ID bits, HCC = 0 (all collections in memory), [`CommandErrorPolicy::Stall`],
-/// a 1024-entry translation cache and `GITS_IIDR = 0x0000_043b` (Implementer JEP106 Arm,
-/// revision 0, product 0).
+/// a 1024-entry translation cache, `GITS_IIDR = 0x0000_043b` (Implementer JEP106 Arm,
+/// revision 0, product 0) and [`DEFAULT_COMMANDS_PER_CALL`] commands per call.
 #[derive(Clone, Debug)]
 pub struct ItsConfigBuilder {
     config: ItsConfig,
@@ -214,6 +238,7 @@ impl Default for ItsConfigBuilder {
                 error_policy: CommandErrorPolicy::Stall,
                 cache_entries: 1024,
                 iidr: 0x0000_043b,
+                commands_per_call: DEFAULT_COMMANDS_PER_CALL,
             },
         }
     }
@@ -291,6 +316,13 @@ impl ItsConfigBuilder {
         self
     }
 
+    /// Most commands one MMIO exit executes, 1..=32768 (see
+    /// [`Its::process_commands`](crate::Its::process_commands)).
+    pub fn commands_per_call(mut self, commands: usize) -> Self {
+        self.config.commands_per_call = commands;
+        self
+    }
+
     /// Check every value and return the configuration.
     pub fn build(self) -> Result<ItsConfig, ConfigError> {
         self.config.validate()?;
@@ -344,6 +376,15 @@ mod tests {
             b().cache_entries(3).build(),
             Err(ConfigError::CacheEntries(3))
         );
+        assert_eq!(
+            b().commands_per_call(0).build(),
+            Err(ConfigError::CommandsPerCall(0))
+        );
+        assert_eq!(
+            b().commands_per_call(32769).build(),
+            Err(ConfigError::CommandsPerCall(32769))
+        );
+        assert!(b().commands_per_call(32768).build().is_ok());
         assert!(b().vcpus(65536).intid_bits(32).build().is_ok());
     }
 

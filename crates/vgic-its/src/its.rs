@@ -60,15 +60,23 @@ enum CollectionSlot {
     Memory(u64),
 }
 
+/// Reset values of the `GITS_BASER<n>` of an ITS with `config`: Device table at
+/// [`DEVICE_BASER`], Collection table at [`COLLECTION_BASER`] when some collections live in
+/// memory, 0 (not implemented) elsewhere.
+pub(crate) fn reset_basers(config: &ItsConfig) -> [u64; BASER_COUNT] {
+    let mut baser = [0u64; BASER_COUNT];
+    baser[DEVICE_BASER] = baser_reset(TableType::Devices, TABLE_ENTRY_SIZE);
+    if config.collections_in_memory() {
+        baser[COLLECTION_BASER] = baser_reset(TableType::Collections, TABLE_ENTRY_SIZE);
+    }
+    baser
+}
+
 impl Its {
     /// Create an ITS in its reset state (IHI 0069H ch. 12: `GITS_CTLR.Enabled == 0`,
     /// Quiescent, every `GITS_BASER<n>.Valid == 0`, `GITS_CBASER.Valid == 0`).
     pub fn new(config: ItsConfig) -> Self {
-        let mut baser = [0u64; BASER_COUNT];
-        baser[DEVICE_BASER] = baser_reset(TableType::Devices, TABLE_ENTRY_SIZE);
-        if config.collections_in_memory() {
-            baser[COLLECTION_BASER] = baser_reset(TableType::Collections, TABLE_ENTRY_SIZE);
-        }
+        let baser = reset_basers(&config);
         let on_chip = config.on_chip_collections() as usize;
         Its {
             cache: TranslationCache::new(config.cache_entries),
@@ -179,7 +187,10 @@ impl Its {
             return Ok(e);
         }
         let addr = self.device_entry_addr(mem, device_id)?;
-        let entry = device::decode(read_u64(mem, addr, TableKind::Devices)?);
+        let entry = device::decode(
+            read_u64(mem, addr, TableKind::Devices)?,
+            self.config.event_id_bits,
+        );
         self.device_cache.insert(device_id, entry);
         Ok(entry)
     }
@@ -215,8 +226,9 @@ impl Its {
         )
     }
 
-    /// The event's ITE, `None` when invalid. An ITE whose INTID is not an LPI or whose ICID is
-    /// out of range (only possible if the guest wrote the ITT itself) reads as invalid.
+    /// The event's ITE, `None` when invalid. An ITE whose INTID is not an LPI below
+    /// 2^INTID bits or whose ICID is beyond the collection ID space (only possible if the
+    /// guest wrote the ITT itself: MAPTI refuses both) reads as invalid.
     pub(crate) fn read_ite<M: GuestMemory + ?Sized>(
         &self,
         mem: &M,

@@ -13,6 +13,15 @@
 //!   which write bits \[31:16\] as zero.
 //! - Any other size or alignment, any unknown or unimplemented offset, and reads of
 //!   write-only registers: RAZ/WI. Writes to read-only registers and RO fields: ignored.
+//! - A `GITS_CBASER` write (either half, while disabled) sets `GITS_CREADR` to 0 (IHI 0069H
+//!   ch. 12) and also `GITS_CWRITER` to 0 and clears `Stalled`: the new queue is empty, as
+//!   KVM and Linux's driver (which writes `GITS_CWRITER = 0` right after) treat it; a stale
+//!   `GITS_CWRITER` would make the next enable run slots the guest never published, and
+//!   could lie beyond a smaller new queue (a state no restore would accept). Tests:
+//!   `cbaser_write_empties_the_queue`, `state_round_trips_whatever_the_guest_does`.
+//! - A `GITS_BASER<n>` write (while disabled) moves or resizes a table: every cached
+//!   translation and table entry is dropped (O(1)); on-chip collections and the queue
+//!   pointers are not part of a `GITS_BASER<n>` and stay.
 //! - `GITS_CBASER` and `GITS_BASER<n>` writes while `GITS_CTLR.Enabled == 1` are
 //!   UNPREDICTABLE in the spec; this ITS ignores them (the safe choice: a running ITS never
 //!   sees its tables move). Test: `baser_and_cbaser_locked_while_enabled`.
@@ -217,7 +226,20 @@ impl Its {
             return;
         }
 
-        match data.len() {
+        self.mmio_write_inner(mem, rd, offset, data.len(), value);
+        // The state every write leaves is one a restore accepts (issue 15, finding 1).
+        debug_assert_eq!(self.check_state(), Ok(()));
+    }
+
+    fn mmio_write_inner<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
+        &mut self,
+        mem: &M,
+        rd: &mut R,
+        offset: u64,
+        len: usize,
+        value: u64,
+    ) {
+        match len {
             8 if offset.is_multiple_of(8) => self.write64(mem, rd, offset, value),
             4 if offset.is_multiple_of(4) => {
                 if offset == GITS_CTLR {
@@ -231,10 +253,7 @@ impl Its {
                     self.write64(mem, rd, offset & !7, merged);
                 }
             }
-            _ => log::debug!(
-                "ITS: {}-byte write at offset {offset:#x} is not supported, WI",
-                data.len()
-            ),
+            _ => log::debug!("ITS: {len}-byte write at offset {offset:#x} is not supported, WI"),
         }
     }
 
@@ -268,8 +287,10 @@ impl Its {
                     return;
                 }
                 self.cbaser = value & GITS_CBASER_RW_MASK;
-                // IHI 0069H ch. 12: writing GITS_CBASER sets GITS_CREADR to 0.
+                // IHI 0069H ch. 12: writing GITS_CBASER sets GITS_CREADR to 0. CWRITER
+                // follows (the new queue is empty, as in KVM), see the module docs.
                 self.creadr = 0;
+                self.cwriter = 0;
                 self.stalled = false;
             }
             GITS_CWRITER => {

@@ -10,8 +10,14 @@
 //! stalled after restore.
 //!
 //! A state may come from an untrusted source: [`Its::restore_state`] checks every field and
-//! rejects what this ITS could never have produced. Test: `snapshot_round_trip` and
-//! `restore_rejects_garbage`.
+//! rejects what this ITS could never have produced. The check is one function
+//! ([`ItsState::validate`], shared with [`Its::check_state`]), and the register paths keep
+//! every state they reach inside it: a debug assertion checks it after each MMIO write, and
+//! the property test `state_round_trips_whatever_the_guest_does` drives random register and
+//! command sequences and asserts that save -> restore -> save is the identity and that
+//! restore never rejects a saved state (issue 15, finding 1: a `GITS_CWRITER` beyond a queue
+//! later shrunk through `GITS_CBASER` used to be saved and then refused).
+//! Tests: `snapshot_round_trip`, `restore_rejects_garbage`.
 
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +103,94 @@ pub enum StateError {
     },
 }
 
+impl ItsState {
+    /// Whether this is a state an ITS with `self.config` can be in: the one definition used
+    /// by [`Its::restore_state`] and [`Its::check_state`]. Does not check the version or
+    /// the configuration itself (see [`Its::from_state`]).
+    pub fn validate(&self) -> Result<(), StateError> {
+        validate_parts(
+            &self.config,
+            self.cbaser,
+            self.creadr,
+            self.cwriter,
+            &self.baser,
+            &self.collections,
+        )
+    }
+}
+
+/// The checks of [`ItsState::validate`] on borrowed parts (no allocation, so that
+/// [`Its::check_state`] can run after every MMIO write in debug builds).
+fn validate_parts(
+    config: &ItsConfig,
+    cbaser: u64,
+    creadr: u64,
+    cwriter: u64,
+    baser: &[u64],
+    collections: &[Option<u32>],
+) -> Result<(), StateError> {
+    if cbaser & !GITS_CBASER_RW_MASK != 0 {
+        return Err(StateError::Cbaser(cbaser));
+    }
+    let queue = cbaser_queue_bytes(cbaser);
+    for (register, value) in [("GITS_CREADR", creadr), ("GITS_CWRITER", cwriter)] {
+        if value & !GITS_CQUEUE_OFFSET_MASK != 0 || value >= queue {
+            return Err(StateError::QueueOffset { register, value });
+        }
+    }
+    if baser.len() != BASER_COUNT {
+        return Err(StateError::Baser {
+            index: baser.len(),
+            value: 0,
+        });
+    }
+    let resets = crate::its::reset_basers(config);
+    for (index, (&value, &reset)) in baser.iter().zip(resets.iter()).enumerate() {
+        let ok = if reset == 0 {
+            value == 0
+        } else {
+            baser_write(reset, value) == value
+        };
+        if !ok {
+            return Err(StateError::Baser { index, value });
+        }
+    }
+    let on_chip = config.on_chip_collections() as usize;
+    if collections.len() != on_chip {
+        return Err(StateError::CollectionCount {
+            found: collections.len(),
+            expected: on_chip,
+        });
+    }
+    for (icid, target) in collections.iter().enumerate() {
+        if let Some(vcpu) = *target
+            && vcpu >= config.vcpus
+        {
+            return Err(StateError::CollectionTarget {
+                icid,
+                vcpu,
+                vcpus: config.vcpus,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Its {
+    /// Check this ITS's own state with the rules a restore applies ([`ItsState::validate`]).
+    /// Always `Ok` unless the crate has a bug: it is asserted after every MMIO write in
+    /// debug builds.
+    pub fn check_state(&self) -> Result<(), StateError> {
+        validate_parts(
+            &self.config,
+            self.cbaser,
+            self.creadr,
+            self.cwriter,
+            &self.baser,
+            &self.collections,
+        )
+    }
+
     /// Capture the state for a snapshot.
     pub fn save_state(&self) -> ItsState {
         ItsState {
@@ -129,53 +222,10 @@ impl Its {
         if state.config != self.config {
             return Err(StateError::ConfigMismatch);
         }
-        if state.cbaser & !GITS_CBASER_RW_MASK != 0 {
-            return Err(StateError::Cbaser(state.cbaser));
-        }
-        let queue = cbaser_queue_bytes(state.cbaser);
-        for (register, value) in [
-            ("GITS_CREADR", state.creadr),
-            ("GITS_CWRITER", state.cwriter),
-        ] {
-            if value & !GITS_CQUEUE_OFFSET_MASK != 0 || value >= queue {
-                return Err(StateError::QueueOffset { register, value });
-            }
-        }
-        let fresh = Its::new(self.config.clone());
+        state.validate()?;
         let mut baser = [0u64; BASER_COUNT];
-        if state.baser.len() != BASER_COUNT {
-            return Err(StateError::Baser {
-                index: state.baser.len(),
-                value: 0,
-            });
-        }
-        for (index, (&value, &reset)) in state.baser.iter().zip(fresh.baser.iter()).enumerate() {
-            let ok = if reset == 0 {
-                value == 0
-            } else {
-                baser_write(reset, value) == value
-            };
-            if !ok {
-                return Err(StateError::Baser { index, value });
-            }
-            baser[index] = value;
-        }
-        if state.collections.len() != fresh.collections.len() {
-            return Err(StateError::CollectionCount {
-                found: state.collections.len(),
-                expected: fresh.collections.len(),
-            });
-        }
-        for (icid, target) in state.collections.iter().enumerate() {
-            if let Some(vcpu) = *target
-                && vcpu >= self.config.vcpus
-            {
-                return Err(StateError::CollectionTarget {
-                    icid,
-                    vcpu,
-                    vcpus: self.config.vcpus,
-                });
-            }
+        for (dst, src) in baser.iter_mut().zip(&state.baser) {
+            *dst = *src;
         }
         self.enabled = state.enabled;
         self.cbaser = state.cbaser;

@@ -324,17 +324,235 @@ fn event_command_errors() {
         assert_eq!(g.err(mk(3, 4)), Some(format!("{name}_ID_OOR")));
         assert_eq!(g.err(mk(3, 3)), Some(format!("{name}_UNMAPPED_INTERRUPT")));
         g.cmd(RawCommand::mapti(3, 3, 8300, 2));
-        if op == opcode::DISCARD {
-            // DISCARD does not need the collection mapped.
-            assert_eq!(g.err(mk(3, 3)), None);
-        } else {
-            let e = g.cmd(mk(3, 3)).unwrap();
-            assert_eq!(e.mnemonic(), format!("{name}_UNMAPPED_COLLECTION"));
-            assert_eq!(e.code() & 0xff, 0x09);
-            g.cmd(RawCommand::mapc(2, 1, true));
-            assert_eq!(g.err(mk(3, 3)), None);
-        }
+        // Every one of them, DISCARD included (IHI 0069H 5.3.11: it reads the collection
+        // to clear the pending state), needs the ITE's collection mapped.
+        let e = g.cmd(mk(3, 3)).unwrap();
+        assert_eq!(e.mnemonic(), format!("{name}_UNMAPPED_COLLECTION"));
+        assert_eq!(e.code() & 0xff, 0x09);
+        g.cmd(RawCommand::mapc(2, 1, true));
+        assert_eq!(g.err(mk(3, 3)), None);
     }
+}
+
+/// Issue 15 finding 3 (IHI 0069H 5.3.21): MOVI of an event whose *current* collection is
+/// unmapped is MOVI_UNMAPPED_COLLECTION, before the new collection is looked at, and the
+/// event stays where it was. Sibling: DISCARD through an unmapped collection fails the same
+/// way and leaves the mapping (`event_command_errors`).
+#[test]
+fn movi_from_unmapped_collection() {
+    let mut g = Guest::booted(cfg().collection_id_bits(4).build().unwrap());
+    g.send(&[
+        RawCommand::mapd(1, 3, Guest::itt(1), true),
+        RawCommand::mapc(0, 0, true),
+        RawCommand::mapc(1, 1, true),
+        RawCommand::mapti(1, 5, 8500, 0),
+        RawCommand::mapc(0, 0, false), // the event's collection goes away
+    ]);
+    assert!(g.its.last_command_error().is_none());
+    let e = g.cmd(RawCommand::movi(1, 5, 1)).unwrap();
+    assert_eq!(
+        (e.mnemonic().as_str(), e.code(), e.kind),
+        (
+            "MOVI_UNMAPPED_COLLECTION",
+            0x01_0109,
+            vgic_its::CommandErrorKind::UnmappedCollection { icid: 0 }
+        )
+    );
+    // Both unmapped: the current collection is reported first.
+    g.send(&[RawCommand::mapc(1, 0, false)]);
+    assert_eq!(
+        g.cmd(RawCommand::movi(1, 5, 1)).unwrap().kind,
+        vgic_its::CommandErrorKind::UnmappedCollection { icid: 0 }
+    );
+    // Nothing moved: remapping collection 0 brings the event back on vCPU 2.
+    g.send(&[RawCommand::mapc(0, 2, true)]);
+    let t = g.its.translate(&g.mem, 1, 5).unwrap();
+    assert_eq!((t.icid, t.vcpu), (0, 2));
+    // The new collection unmapped: reported with its own ICID.
+    assert_eq!(
+        g.cmd(RawCommand::movi(1, 5, 1)).unwrap().kind,
+        vgic_its::CommandErrorKind::UnmappedCollection { icid: 1 }
+    );
+    assert!(!g.rd.ops.iter().any(|o| matches!(o, common::Op::Move(..))));
+}
+
+/// Issue 15 finding 2: a GITS_CBASER write empties the queue (CREADR = CWRITER = 0, no
+/// stall), so re-enabling runs nothing the guest did not publish after it. Siblings: either
+/// 32-bit half resets it; a GITS_BASER write does not touch the queue pointers; CWRITER at or
+/// beyond the queue is ignored.
+#[test]
+fn cbaser_write_empties_the_queue() {
+    let mut g = Guest::booted(cfg().build().unwrap());
+    g.map_collections();
+    // Publish two SYNCs and a failing INT, so the queue stalls with CWRITER ahead.
+    g.send(&[
+        RawCommand::sync(0),
+        RawCommand::int(7, 0),
+        RawCommand::sync(0),
+    ]);
+    assert!(g.its.is_stalled());
+    assert_eq!(g.read64(GITS_CWRITER), g.next);
+    g.write32(GITS_CTLR, 0);
+    // Stale commands sit in the slots after the new base.
+    for i in 0..4u64 {
+        g.mem
+            .write_slice(
+                &RawCommand::mapc(0, 3, true).to_bytes(),
+                GuestAddress(CMD_QUEUE + 32 * i),
+            )
+            .unwrap();
+    }
+    g.write64(GITS_CBASER, (1 << 63) | CMD_QUEUE);
+    assert_eq!((g.read64(GITS_CREADR), g.read64(GITS_CWRITER)), (0, 0));
+    let before = g.its.commands_processed();
+    g.enable();
+    assert_eq!(
+        g.its.commands_processed(),
+        before,
+        "nothing published, nothing run"
+    );
+    assert!(!g.its.commands_pending());
+    // Each 32-bit half does the same.
+    g.write32(GITS_CTLR, 0);
+    g.write64(GITS_CWRITER, 0x40);
+    g.write32(GITS_CBASER + 4, 0x8000_0000);
+    assert_eq!(g.read64(GITS_CWRITER), 0);
+    g.write64(GITS_CWRITER, 0x40);
+    g.write32(GITS_CBASER, CMD_QUEUE as u32);
+    assert_eq!(g.read64(GITS_CWRITER), 0);
+    // A BASER write leaves the queue pointers alone.
+    g.write64(GITS_CWRITER, 0x40);
+    g.setup_baser(0, (1 << 63) | DEVICE_TABLE);
+    assert_eq!(g.read64(GITS_CWRITER), 0x40);
+}
+
+/// Issue 15 finding 1, the exact scenario: CWRITER beyond a smaller queue, then the queue
+/// shrunk through GITS_CBASER while disabled. The state saves, restores and saves again
+/// identically.
+#[test]
+fn shrunk_queue_state_restores() {
+    let mut g = Guest::new(cfg().build().unwrap());
+    g.setup_tables(0, 1);
+    g.write64(GITS_CBASER, (1 << 63) | CMD_QUEUE | 3); // 16 KiB
+    g.write64(GITS_CWRITER, 0x3000);
+    g.write64(GITS_CBASER, (1 << 63) | CMD_QUEUE); // 4 KiB
+    let state = g.its.save_state();
+    assert_eq!(state.validate(), Ok(()));
+    let its = Its::from_state(&state).unwrap();
+    assert_eq!(its.save_state(), state);
+    // And CWRITER beyond the queue is ignored rather than stored.
+    g.write64(GITS_CWRITER, 0x2000);
+    assert_eq!(g.read64(GITS_CWRITER), 0);
+}
+
+/// Issue 15 finding 4: a DTE the guest writes itself with a Size beyond GITS_TYPER.ID_bits
+/// is not honoured (the device reads as unmapped: MAPTI_UNMAPPED_DEVICE, MSIs dropped).
+/// Siblings: reserved bits in a DTE, ITE or CTE; a CTE whose target has high bits set (it
+/// used to truncate to a valid-looking vCPU); an ITE's INTID or ICID out of range.
+#[test]
+fn guest_written_tables_are_not_trusted() {
+    let mut g = Guest::booted(cfg().event_id_bits(5).intid_bits(16).build().unwrap());
+    g.map_collections();
+    // DTE of device 3 written by the guest: Valid, ITT, Size = 9 (10 EventID bits > 5).
+    let dte = (1u64 << 63) | Guest::itt(3) | 9;
+    g.mem
+        .write_obj(dte, GuestAddress(DEVICE_TABLE + 3 * 8))
+        .unwrap();
+    assert_eq!(
+        g.err(RawCommand::mapti(3, 100, 8200, 0)).as_deref(),
+        Some("MAPTI_UNMAPPED_DEVICE")
+    );
+    assert_eq!(
+        g.err(RawCommand::mapti(3, 1, 8200, 0)).as_deref(),
+        Some("MAPTI_UNMAPPED_DEVICE")
+    );
+    assert_eq!(
+        g.its.translate(&g.mem, 3, 1),
+        Err(TranslationError::DeviceUnmapped { device_id: 3 })
+    );
+    // The same DTE with Size = 4 (5 bits) is a word MAPD could have written: honoured.
+    g.mem
+        .write_obj(
+            (1u64 << 63) | Guest::itt(3) | 4,
+            GuestAddress(DEVICE_TABLE + 3 * 8),
+        )
+        .unwrap();
+    g.its.invalidate_cache();
+    assert_eq!(g.err(RawCommand::mapti(3, 31, 8200, 0)), None);
+    assert_eq!(
+        g.err(RawCommand::mapti(3, 32, 8200, 0)).as_deref(),
+        Some("MAPTI_ID_OOR")
+    );
+    // Reserved DTE bits: invalid.
+    g.mem
+        .write_obj(
+            (1u64 << 63) | (1 << 60) | Guest::itt(3) | 4,
+            GuestAddress(DEVICE_TABLE + 3 * 8),
+        )
+        .unwrap();
+    g.its.invalidate_cache();
+    assert!(matches!(
+        g.its.translate(&g.mem, 3, 31),
+        Err(TranslationError::DeviceUnmapped { .. })
+    ));
+    // CTE of ICID 1 with target bits above 31 set: 0x1_0000_0001 is not vCPU 1.
+    g.send(&[
+        RawCommand::mapd(2, 3, Guest::itt(2), true),
+        RawCommand::mapti(2, 0, 8300, 1),
+    ]);
+    assert_eq!(g.its.translate(&g.mem, 2, 0).unwrap().vcpu, 1);
+    g.mem
+        .write_obj(
+            (1u64 << 63) | (1 << 32) | 1,
+            GuestAddress(COLLECTION_TABLE + 8),
+        )
+        .unwrap();
+    g.its.invalidate_cache();
+    assert_eq!(
+        g.its.translate(&g.mem, 2, 0),
+        Err(TranslationError::CollectionUnmapped { icid: 1 })
+    );
+    // ITE with reserved bits: unmapped interrupt.
+    g.send(&[RawCommand::mapti(2, 1, 8301, 0)]);
+    let ite: u64 = g.mem.read_obj(GuestAddress(Guest::itt(2) + 8)).unwrap();
+    g.mem
+        .write_obj(ite | (1 << 50), GuestAddress(Guest::itt(2) + 8))
+        .unwrap();
+    g.its.invalidate_cache();
+    assert_eq!(
+        g.err(RawCommand::int(2, 1)).as_deref(),
+        Some("INT_UNMAPPED_INTERRUPT")
+    );
+}
+
+/// Issue 15 finding 5: one MMIO exit runs at most `commands_per_call` commands; the rest stay
+/// queued (CREADR behind CWRITER, as an asynchronous ITS shows them) until the VMM calls
+/// `process_commands` again; the outcome is the same as running them at once.
+#[test]
+fn bounded_work_per_exit() {
+    let mut g = Guest::new(cfg().commands_per_call(10).build().unwrap());
+    g.setup_tables(0, 1);
+    g.setup_queue(1);
+    g.enable();
+    g.send(&[RawCommand::sync(1); 25]);
+    assert_eq!(g.its.commands_processed(), 10);
+    assert_eq!(g.creadr(), 10 * 32);
+    assert!(g.its.commands_pending());
+    assert_eq!(g.its.process_commands(&g.mem, &mut g.rd), 10);
+    assert_eq!(g.its.process_commands(&g.mem, &mut g.rd), 5);
+    assert!(!g.its.commands_pending());
+    assert_eq!(g.its.process_commands(&g.mem, &mut g.rd), 0);
+    assert_eq!(g.creadr(), 25 * 32);
+    assert_eq!(g.rd.ops.len(), 25);
+    // Pending work survives a snapshot: the restored ITS continues it.
+    g.send(&[RawCommand::sync(0); 15]);
+    let mut its = Its::from_state(&g.its.save_state()).unwrap();
+    assert!(its.commands_pending());
+    assert_eq!(its.process_commands(&g.mem, &mut g.rd), 5);
+    assert!(!its.commands_pending());
+    // Disabled or stalled: nothing is pending.
+    g.write32(GITS_CTLR, 0);
+    assert!(!g.its.commands_pending());
 }
 
 /// IHI 0069H §5.3 MOVI errors and effect: pending state follows the event.

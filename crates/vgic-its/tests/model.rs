@@ -11,7 +11,9 @@ use std::collections::{BTreeSet, HashMap};
 use common::*;
 use proptest::prelude::*;
 use vgic_its::cmd::decode::RawCommand;
-use vgic_its::regs::{GITS_CWRITER, ITS_FRAME_SIZE};
+use vgic_its::regs::{
+    GITS_BASER0, GITS_CBASER, GITS_CREADR, GITS_CTLR, GITS_CWRITER, GITS_TYPER, ITS_FRAME_SIZE,
+};
 use vgic_its::{CommandErrorPolicy, ItsConfig};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -154,11 +156,10 @@ impl Model {
                 Self::dev_ok(d)?;
                 Self::icid_ok(i)?;
                 let (region, (intid, old)) = self.event(d, e)?;
+                // IHI 0069H 5.3.21: the current collection, then the new one.
+                let from = self.collections.get(&old).copied().ok_or(0x09)?;
                 let to = self.collections.get(&i).copied().ok_or(0x09)?;
-                if let Some(&from) = self.collections.get(&old)
-                    && from != to
-                    && self.pending.remove(&(from, intid))
-                {
+                if from != to && self.pending.remove(&(from, intid)) {
                     self.pending.insert((to, intid));
                 }
                 self.ites.insert((region, e), (intid, i));
@@ -176,9 +177,9 @@ impl Model {
             }
             Cmd::Discard(d, e) => {
                 let (region, (intid, icid)) = self.event(d, e)?;
-                if let Some(&v) = self.collections.get(&icid) {
-                    self.pending.remove(&(v, intid));
-                }
+                // IHI 0069H 5.3.11: the collection must be mapped.
+                let v = self.collections.get(&icid).copied().ok_or(0x09)?;
+                self.pending.remove(&(v, intid));
                 self.ites.remove(&(region, e));
             }
             Cmd::Invall(i) => {
@@ -348,4 +349,124 @@ proptest! {
         }
         let _ = vgic_its::Its::from_state(&g.its.save_state()).unwrap();
     }
+
+    /// Issue 15 finding 1: whatever registers and commands the guest throws at the ITS,
+    /// every state it reaches passes the restore checks, save -> restore -> save is the
+    /// identity, and the restored ITS reads back the same registers.
+    #[test]
+    fn state_round_trips_whatever_the_guest_does(
+        ops in prop::collection::vec(guest_op(), 1..80),
+        stall in any::<bool>(),
+        per_call in prop_oneof![Just(1usize), Just(3), Just(1024)],
+    ) {
+        let policy = if stall { CommandErrorPolicy::Stall } else { CommandErrorPolicy::Skip };
+        let config = ItsConfig::builder()
+            .vcpus(VCPUS)
+            .device_id_bits(DEV_BITS)
+            .event_id_bits(EV_BITS)
+            .collection_id_bits(CID_BITS)
+            .hcc(HCC)
+            .intid_bits(INTID_BITS)
+            .error_policy(policy)
+            .commands_per_call(per_call)
+            .build()
+            .unwrap();
+        let mut g = Guest::new(config);
+        for op in &ops {
+            match op {
+                GuestOp::Reg(off, value, half) => {
+                    if *half {
+                        g.write32(*off, *value as u32);
+                    } else {
+                        g.write64(*off & !7, *value);
+                    }
+                }
+                GuestOp::Queue(slot, c) => {
+                    let _ = g.mem.write_slice(&c.raw().to_bytes(), GuestAddress(CMD_QUEUE + 32 * u64::from(*slot)));
+                }
+                GuestOp::Continue => {
+                    g.its.process_commands(&g.mem, &mut g.rd);
+                }
+            }
+            let state = g.its.save_state();
+            prop_assert_eq!(state.validate(), Ok(()), "after {:?}", op);
+            let restored = vgic_its::Its::from_state(&state);
+            prop_assert!(restored.is_ok(), "restore refused a saved state after {:?}: {:?}", op, restored.err());
+            let restored = restored.unwrap();
+            prop_assert_eq!(&restored.save_state(), &state);
+            prop_assert_eq!(restored.commands_pending(), g.its.commands_pending());
+            for off in [GITS_CTLR, GITS_TYPER, GITS_CBASER, GITS_CWRITER, GITS_CREADR, GITS_BASER0, GITS_BASER0 + 8] {
+                let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+                g.its.mmio_read(off, &mut a);
+                restored.mmio_read(off, &mut b);
+                prop_assert_eq!(a, b, "register {:#x}", off);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum GuestOp {
+    /// A register write: offset, value, 32-bit (else 64-bit).
+    Reg(u64, u64, bool),
+    /// A command written into queue slot n (queues reach 4 pages here).
+    Queue(u16, Cmd),
+    /// The VMM continues pending commands.
+    Continue,
+}
+
+fn reg_value(off: u64) -> BoxedStrategy<u64> {
+    match off {
+        GITS_CBASER => (any::<bool>(), 0u64..4, any::<u64>())
+            .prop_map(|(v, pages, noise)| {
+                if noise & 7 == 0 {
+                    noise
+                } else {
+                    (u64::from(v) << 63) | CMD_QUEUE | pages
+                }
+            })
+            .boxed(),
+        GITS_CWRITER => (0u64..0x4000, any::<bool>())
+            .prop_map(|(o, retry)| (o & !31) | u64::from(retry))
+            .boxed(),
+        GITS_CTLR => (0u64..2).boxed(),
+        o if o == GITS_BASER0 => prop_oneof![
+            Just((1u64 << 63) | DEVICE_TABLE),
+            Just((1u64 << 63) | (1 << 62) | DEVICE_TABLE),
+            any::<u64>()
+        ]
+        .boxed(),
+        o if o == GITS_BASER0 + 8 => {
+            prop_oneof![Just((1u64 << 63) | COLLECTION_TABLE), any::<u64>()].boxed()
+        }
+        _ => any::<u64>().boxed(),
+    }
+}
+
+fn guest_op() -> impl Strategy<Value = GuestOp> {
+    let reg = prop::sample::select(vec![
+        GITS_CTLR,
+        GITS_CBASER,
+        GITS_CBASER + 4,
+        GITS_CWRITER,
+        GITS_CWRITER + 4,
+        GITS_CREADR,
+        GITS_BASER0,
+        GITS_BASER0 + 4,
+        GITS_BASER0 + 8,
+        GITS_BASER0 + 16,
+        GITS_TYPER,
+    ]);
+    prop_oneof![
+        4 => (reg, any::<bool>()).prop_flat_map(|(off, half)| {
+            let half = half || off % 8 != 0 || off == GITS_CTLR;
+            reg_value(off & !7).prop_map(move |v| {
+                // A 32-bit write of the upper half carries the value's upper half.
+                let v = if off % 8 == 4 { v >> 32 } else { v };
+                GuestOp::Reg(off, v, half)
+            })
+        }),
+        4 => (0u16..512, cmd()).prop_map(|(slot, c)| GuestOp::Queue(slot, c)),
+        1 => Just(GuestOp::Continue),
+    ]
 }

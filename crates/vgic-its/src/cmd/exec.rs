@@ -8,6 +8,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use super::decode::{self, COMMAND_SIZE, RawCommand};
 use super::{Command, CommandError, CommandErrorKind};
 use crate::config::CommandErrorPolicy;
+#[cfg(doc)]
+use crate::config::{DEFAULT_COMMANDS_PER_CALL, ItsConfig};
 use crate::events::MappingEvent;
 use crate::its::Its;
 use crate::redist::Redistributors;
@@ -20,31 +22,39 @@ use crate::tables::{TableError, TableKind};
 const FETCH_BATCH: usize = 64;
 
 impl Its {
-    /// Process commands from `GITS_CREADR` up to `GITS_CWRITER`.
+    /// Process commands from `GITS_CREADR` towards `GITS_CWRITER`.
     ///
     /// Runs only while `GITS_CTLR.Enabled == 1`, `GITS_CBASER.Valid == 1` and the queue is not
-    /// stalled. The loop is bounded by the number of 32-byte slots in the queue (at most
-    /// 256 * 4 KiB / 32 = 32768), so it ends even if the guest rewrites the queue under it.
+    /// stalled. One call executes at most [`ItsConfig::commands_per_call`] commands
+    /// (default [`DEFAULT_COMMANDS_PER_CALL`]) and never more than the queue's slots (at
+    /// most 32768), so one MMIO exit does bounded work whatever the guest queued, and the
+    /// loop ends even if the guest rewrites the queue under it. Commands left over stay
+    /// between `GITS_CREADR` and `GITS_CWRITER`, which the guest sees as commands the ITS
+    /// has not consumed yet: IHI 0069H 5.3 lets an ITS process the queue asynchronously, and
+    /// software (Linux's `its_wait_for_range_completion`) polls `GITS_CREADR` until it
+    /// passes its commands.
+    ///
+    /// The VMM continues them: while [`Its::commands_pending`] is true it calls this method
+    /// again, for example when the guest next reads `GITS_CREADR` (before answering the
+    /// read), or from a worker between vCPU runs. Test: `bounded_work_per_exit`.
+    ///
     /// A failing command is handled per [`CommandErrorPolicy`]: with `Stall`, `GITS_CREADR`
     /// stays at it and `Stalled` is set (test `stall_and_retry`); with `Skip` processing goes
     /// on (test `skip_policy_continues`).
     ///
-    /// Called by the `GITS_CWRITER` and `GITS_CTLR` writes; public for VMMs that restore a
-    /// snapshot or defer processing. Returns the number of commands executed.
+    /// Called by the `GITS_CWRITER` and `GITS_CTLR` writes. Returns the number of commands
+    /// executed.
     pub fn process_commands<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
         &mut self,
         mem: &M,
         rd: &mut R,
     ) -> usize {
-        if !self.enabled || self.stalled || !crate::regs::cbaser_valid(self.cbaser) {
+        if !self.commands_pending() {
             return 0;
         }
         let queue = cbaser_queue_bytes(self.cbaser);
         let base = cbaser_base(self.cbaser);
-        if self.creadr >= queue || self.cwriter >= queue {
-            return 0;
-        }
-        let mut budget = queue / COMMAND_SIZE;
+        let mut budget = (queue / COMMAND_SIZE).min(self.config.commands_per_call as u64);
         let mut done = 0;
         // Commands between CREADR and CWRITER belong to the ITS (software must not change
         // them, IHI 0069H §5.3), so they may be read ahead in batches: one guest-memory read
@@ -100,6 +110,19 @@ impl Its {
             self.creadr = (offset + COMMAND_SIZE) % queue;
         }
         done
+    }
+
+    /// Whether commands wait to be processed: the ITS is enabled, `GITS_CBASER` is valid,
+    /// the queue is not stalled and `GITS_CREADR != GITS_CWRITER`. After an MMIO exit that
+    /// left this true, the VMM calls [`Its::process_commands`] again (see there).
+    pub fn commands_pending(&self) -> bool {
+        let queue = cbaser_queue_bytes(self.cbaser);
+        self.enabled
+            && !self.stalled
+            && crate::regs::cbaser_valid(self.cbaser)
+            && self.creadr != self.cwriter
+            && self.creadr < queue
+            && self.cwriter < queue
     }
 
     /// Read up to [`FETCH_BATCH`] commands starting at queue `offset`, stopping at
@@ -159,6 +182,9 @@ impl Its {
                 intid,
                 icid,
             } => self.mapti(mem, rd, device_id, event_id, intid, icid),
+            // IHI 0069H 5.3.12 INT, 5.3.10 CLEAR, 5.3.13 INV: DEVICE_OOR, UNMAPPED_DEVICE,
+            // ID_OOR, UNMAPPED_INTERRUPT, UNMAPPED_COLLECTION (the ITE's collection), in that
+            // order (`Its::lookup`). Test: `event_command_errors`.
             Command::Int {
                 device_id,
                 event_id,
@@ -192,6 +218,8 @@ impl Its {
                 event_id,
                 icid,
             } => self.movi(mem, rd, device_id, event_id, icid),
+            // IHI 0069H 5.3.14 INVALL: COLLECTION_OOR, UNMAPPED_COLLECTION. Test:
+            // `invall_errors`.
             Command::Invall { icid } => {
                 let vcpu = self
                     .read_collection(mem, icid)?
@@ -199,11 +227,15 @@ impl Its {
                 rd.invalidate_all(vcpu);
                 Ok(())
             }
+            // IHI 0069H 5.3.22 SYNC: no architected error; an RDbase that is not a vCPU is
+            // UNPREDICTABLE, reported as PROCNUM_OOR. Test: `movall_and_sync`.
             Command::Sync { rdbase } => {
                 let vcpu = self.processor(rdbase)?;
                 rd.sync(vcpu);
                 Ok(())
             }
+            // IHI 0069H 5.3.20 MOVALL: as SYNC for RDbase1 then RDbase2. Test:
+            // `movall_and_sync`.
             Command::Movall { rdbase1, rdbase2 } => {
                 let from = self.processor(rdbase1)?;
                 let to = self.processor(rdbase2)?;
@@ -227,7 +259,7 @@ impl Its {
         }
     }
 
-    /// IHI 0069H §5.3 MAPD: checks `DEVICE_OOR` (DeviceID beyond Devbits or the Device
+    /// IHI 0069H 5.3.17 MAPD: checks `DEVICE_OOR` (DeviceID beyond Devbits or the Device
     /// table) then, when V = 1, `ITTSIZE_OOR` (Size + 1 beyond `GITS_TYPER.ID_bits + 1`).
     /// Tests: `mapd_errors`, `flat_and_two_level_device_tables`.
     fn mapd<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
@@ -268,7 +300,7 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H §5.3 MAPC: checks `COLLECTION_OOR` (ICID beyond the collection ID space or
+    /// IHI 0069H 5.3.16 MAPC: checks `COLLECTION_OOR` (ICID beyond the collection ID space or
     /// the Collection table) then, when V = 1, `PROCNUM_OOR`. Test: `mapc_errors`.
     fn mapc<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
         &mut self,
@@ -297,7 +329,7 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H §5.3 MAPTI / MAPI: checks `DEVICE_OOR`, `COLLECTION_OOR`,
+    /// IHI 0069H 5.3.19 MAPTI / 5.3.18 MAPI: checks `DEVICE_OOR`, `COLLECTION_OOR`,
     /// `UNMAPPED_DEVICE`, `ID_OOR`, `PHYSICALID_OOR`, in that order. The collection need not
     /// be mapped yet. A MAPTI over a valid mapping replaces it (reported as
     /// [`MappingEvent::EventUnmapped`] then [`MappingEvent::EventMapped`]).
@@ -348,9 +380,12 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H §5.3 DISCARD: checks `DEVICE_OOR`, `UNMAPPED_DEVICE`, `ID_OOR`,
-    /// `UNMAPPED_INTERRUPT`; clears the pending state on the collection's target when the
-    /// collection is mapped, then invalidates the ITE. Test: `discard_clears_and_unmaps`.
+    /// IHI 0069H 5.3.11 DISCARD: checks `DEVICE_OOR`, `UNMAPPED_DEVICE`, `ID_OOR`,
+    /// `UNMAPPED_INTERRUPT`, then `UNMAPPED_COLLECTION` for the ITE's collection (the
+    /// pseudocode reads the collection to clear the pending state on its redistributor, as
+    /// for CLEAR; KVM and QEMU also refuse to discard then). On success clears the pending
+    /// state on the collection's target and invalidates the ITE.
+    /// Tests: `discard_clears_and_unmaps`, `event_command_errors`.
     fn discard<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
         &mut self,
         mem: &M,
@@ -359,11 +394,10 @@ impl Its {
         event_id: u32,
     ) -> Result<(), CommandErrorKind> {
         let (dte, ite) = self.resolve_event(mem, device_id, event_id)?;
-        if let Ok(vcpu) = self.collection_target(mem, ite.icid) {
-            rd.clear_lpi_pending(vcpu, ite.intid);
-        }
+        let vcpu = self.collection_target(mem, ite.icid)?;
         self.write_ite(mem, &dte, event_id, None)?;
         self.cache.invalidate(device_id, event_id);
+        rd.clear_lpi_pending(vcpu, ite.intid);
         rd.mapping_changed(&MappingEvent::EventUnmapped {
             device_id,
             event_id,
@@ -373,10 +407,12 @@ impl Its {
         Ok(())
     }
 
-    /// IHI 0069H §5.3 MOVI: checks `DEVICE_OOR`, `COLLECTION_OOR`, `UNMAPPED_DEVICE`,
-    /// `ID_OOR`, `UNMAPPED_INTERRUPT`, `UNMAPPED_COLLECTION` (new collection). Moves the
-    /// pending state from the old collection's target when it is mapped and differs.
-    /// Test: `movi_moves_pending_state`.
+    /// IHI 0069H 5.3.21 MOVI: checks `DEVICE_OOR`, `COLLECTION_OOR` (new ICID),
+    /// `UNMAPPED_DEVICE`, `ID_OOR`, `UNMAPPED_INTERRUPT`, then `UNMAPPED_COLLECTION` for the
+    /// event's current collection and then for the new one (the pseudocode reads both CTEs
+    /// to move the pending state between their redistributors; KVM and QEMU check in the
+    /// same order). Moves the pending state when the two targets differ.
+    /// Tests: `movi_moves_pending_state`, `movi_from_unmapped_collection`.
     fn movi<M: GuestMemory + ?Sized, R: Redistributors + ?Sized>(
         &mut self,
         mem: &M,
@@ -388,8 +424,8 @@ impl Its {
         self.device_entry(mem, device_id)?;
         let new_target = self.read_collection(mem, icid)?;
         let (dte, ite) = self.resolve_event(mem, device_id, event_id)?;
+        let from = self.collection_target(mem, ite.icid)?;
         let to = new_target.ok_or(CommandErrorKind::UnmappedCollection { icid })?;
-        let from = self.collection_target(mem, ite.icid).ok();
         self.write_ite(
             mem,
             &dte,
@@ -400,9 +436,7 @@ impl Its {
             }),
         )?;
         self.cache.invalidate(device_id, event_id);
-        if let Some(from) = from
-            && from != to
-        {
+        if from != to {
             rd.move_lpi(from, to, ite.intid);
         }
         rd.mapping_changed(&MappingEvent::EventMoved {
@@ -411,7 +445,7 @@ impl Its {
             intid: ite.intid,
             from_icid: ite.icid,
             to_icid: icid,
-            from_vcpu: from,
+            from_vcpu: Some(from),
             to_vcpu: to,
         });
         Ok(())

@@ -23,6 +23,23 @@
 //!
 //! SYNC and MOVALL have no architected errors; an RDbase that is not a vCPU is UNPREDICTABLE
 //! there, and this ITS reports it as `PROCNUM_OOR` rather than act on a non-existent vCPU.
+//!
+//! Checks per command, in order (IHI 0069H 5.3, each command's pseudocode; audited against
+//! it for issue 15, with KVM's `vgic-its.c` and QEMU's `arm_gicv3_its.c` for the choices it
+//! leaves). Section numbers are those of the command descriptions, which IHI 0069H lists in
+//! alphabetical order after the queue sections, anchored on the style guide's
+//! "5.3.19 MAPTI":
+//!
+//! | command | checks |
+//! |---|---|
+//! | 5.3.10 CLEAR, 5.3.12 INT, 5.3.13 INV | DEVICE_OOR, UNMAPPED_DEVICE, ID_OOR, UNMAPPED_INTERRUPT, UNMAPPED_COLLECTION (the ITE's) |
+//! | 5.3.11 DISCARD | as CLEAR (the collection is needed to clear the pending state) |
+//! | 5.3.14 INVALL | COLLECTION_OOR, UNMAPPED_COLLECTION |
+//! | 5.3.16 MAPC | COLLECTION_OOR, then with V = 1 PROCNUM_OOR |
+//! | 5.3.17 MAPD | DEVICE_OOR, then with V = 1 ITTSIZE_OOR |
+//! | 5.3.18 MAPI, 5.3.19 MAPTI | DEVICE_OOR, COLLECTION_OOR, UNMAPPED_DEVICE, ID_OOR, PHYSICALID_OOR |
+//! | 5.3.20 MOVALL, 5.3.22 SYNC | PROCNUM_OOR (our choice, see above) |
+//! | 5.3.21 MOVI | DEVICE_OOR, COLLECTION_OOR, UNMAPPED_DEVICE, ID_OOR, UNMAPPED_INTERRUPT, UNMAPPED_COLLECTION (current collection), UNMAPPED_COLLECTION (new collection) |
 
 pub mod decode;
 pub(crate) mod exec;
@@ -33,7 +50,7 @@ use crate::tables::TableError;
 /// `intid == event_id` (IHI 0069H §5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// MOVI (§5.3): move an event to another collection.
+    /// MOVI (IHI 0069H 5.3.21): move an event to another collection.
     Movi {
         /// DeviceID.
         device_id: u32,
@@ -42,26 +59,26 @@ pub enum Command {
         /// New collection.
         icid: u16,
     },
-    /// INT (§5.3): make the event's LPI pending.
+    /// INT (IHI 0069H 5.3.12): make the event's LPI pending.
     Int {
         /// DeviceID.
         device_id: u32,
         /// EventID.
         event_id: u32,
     },
-    /// CLEAR (§5.3): clear the event's LPI pending state.
+    /// CLEAR (IHI 0069H 5.3.10): clear the event's LPI pending state.
     Clear {
         /// DeviceID.
         device_id: u32,
         /// EventID.
         event_id: u32,
     },
-    /// SYNC (§5.3): wait for the redistributor to see all earlier effects.
+    /// SYNC (IHI 0069H 5.3.22): wait for the redistributor to see all earlier effects.
     Sync {
         /// Target processor number (PTA = 0).
         rdbase: u64,
     },
-    /// MAPD (§5.3): map or unmap a device's ITT.
+    /// MAPD (IHI 0069H 5.3.17): map or unmap a device's ITT.
     Mapd {
         /// DeviceID.
         device_id: u32,
@@ -72,7 +89,7 @@ pub enum Command {
         /// V.
         valid: bool,
     },
-    /// MAPC (§5.3): map or unmap a collection to a redistributor.
+    /// MAPC (IHI 0069H 5.3.16): map or unmap a collection to a redistributor.
     Mapc {
         /// ICID.
         icid: u16,
@@ -81,7 +98,7 @@ pub enum Command {
         /// V.
         valid: bool,
     },
-    /// MAPTI and MAPI (§5.3): map an event to an LPI and collection.
+    /// MAPTI and MAPI (IHI 0069H 5.3.19, 5.3.18): map an event to an LPI and collection.
     Mapti {
         /// DeviceID.
         device_id: u32,
@@ -92,26 +109,26 @@ pub enum Command {
         /// ICID.
         icid: u16,
     },
-    /// INV (§5.3): reload the LPI's configuration.
+    /// INV (IHI 0069H 5.3.13): reload the LPI's configuration.
     Inv {
         /// DeviceID.
         device_id: u32,
         /// EventID.
         event_id: u32,
     },
-    /// INVALL (§5.3): reload the configuration of every LPI of a collection's redistributor.
+    /// INVALL (IHI 0069H 5.3.14): reload the configuration of every LPI of a collection's redistributor.
     Invall {
         /// ICID.
         icid: u16,
     },
-    /// MOVALL (§5.3): move all pending LPIs from one redistributor to another.
+    /// MOVALL (IHI 0069H 5.3.20): move all pending LPIs from one redistributor to another.
     Movall {
         /// Source processor number.
         rdbase1: u64,
         /// Destination processor number.
         rdbase2: u64,
     },
-    /// DISCARD (§5.3): clear pending state and remove the event's mapping.
+    /// DISCARD (IHI 0069H 5.3.11): clear pending state and remove the event's mapping.
     Discard {
         /// DeviceID.
         device_id: u32,

@@ -9,6 +9,8 @@
 //! chip (those ICIDs never touch the table).
 
 const CTE_VALID: u64 = 1 << 63;
+/// Bits \[62:32\]: never written by this ITS.
+const CTE_RESERVED: u64 = super::genmask(62, 32);
 
 /// Encode a CTE; `None` encodes an unmapped collection.
 pub fn encode(target: Option<u32>) -> u64 {
@@ -18,9 +20,11 @@ pub fn encode(target: Option<u32>) -> u64 {
     }
 }
 
-/// Decode a CTE read from guest memory; a target not below `vcpus` reads as unmapped.
+/// Decode a CTE read from guest memory: unmapped unless the word is one MAPC could have
+/// written, that is Valid set, bits \[62:32\] clear and a target below `vcpus` (a word
+/// with high bits set used to truncate to a small, valid-looking processor number).
 pub fn decode(word: u64, vcpus: u32) -> Option<u32> {
-    if word & CTE_VALID == 0 {
+    if word & CTE_VALID == 0 || word & CTE_RESERVED != 0 {
         return None;
     }
     let target = word as u32;
@@ -37,5 +41,6 @@ mod tests {
         assert_eq!(decode(encode(Some(4)), 4), None);
         assert_eq!(decode(encode(None), 4), None);
         assert_eq!(decode(u64::MAX, u32::MAX), None);
+        assert_eq!(decode(encode(Some(1)) | (1 << 32), 4), None, "high bits");
     }
 }

@@ -6,6 +6,13 @@
 //!
 //! One little-endian 64-bit word: Valid \[63\], ITT_addr\[51:8\] in bits \[51:8\],
 //! Size (EventID bits - 1) in bits \[4:0\]; everything else zero.
+//!
+//! The guest can write its Device table itself (software must not, IHI 0069H §5.2, but a
+//! hostile guest does), so [`decode`] accepts exactly the words [`encode`] produces for an
+//! entry this ITS could have made: a valid word with a reserved bit set, or with a Size
+//! beyond `GITS_TYPER.ID_bits` (MAPD would have refused it with `ITTSIZE_OOR`), reads as an
+//! invalid entry (`UNMAPPED_DEVICE`), the way KVM refuses such a DTE when it restores a
+//! table. Test: `guest_written_tables_are_not_trusted` (tests/its.rs).
 
 use super::genmask;
 
@@ -41,14 +48,17 @@ pub fn encode(entry: Option<DeviceEntry>) -> u64 {
     }
 }
 
-/// Decode a DTE read from guest memory. Any word decodes to a defined value.
-pub fn decode(word: u64) -> Option<DeviceEntry> {
-    if word & DTE_VALID == 0 {
+/// Decode a DTE read from guest memory for an ITS with `max_event_id_bits` EventID bits
+/// (`GITS_TYPER.ID_bits + 1`). `None` (invalid) unless the word is one MAPD could have
+/// written: Valid set, no reserved bit set, `Size + 1 <= max_event_id_bits`.
+pub fn decode(word: u64, max_event_id_bits: u8) -> Option<DeviceEntry> {
+    if word & DTE_VALID == 0 || word & !(DTE_VALID | DTE_ITT_MASK | DTE_SIZE_MASK) != 0 {
         return None;
     }
-    Some(DeviceEntry {
+    let event_id_bits = (word & DTE_SIZE_MASK) as u8 + 1;
+    (event_id_bits <= max_event_id_bits).then_some(DeviceEntry {
         itt_addr: word & DTE_ITT_MASK,
-        event_id_bits: (word & DTE_SIZE_MASK) as u8 + 1,
+        event_id_bits,
     })
 }
 
@@ -62,12 +72,23 @@ mod tests {
             itt_addr: 0x000f_ffff_ffff_ff00,
             event_id_bits: 32,
         };
-        assert_eq!(decode(encode(Some(e))), Some(e));
-        assert_eq!(decode(encode(None)), None);
-        let g = decode(u64::MAX).unwrap();
+        assert_eq!(decode(encode(Some(e)), 32), Some(e));
+        assert_eq!(decode(encode(Some(e)), 31), None, "Size beyond ID_bits");
+        assert_eq!(decode(encode(None), 32), None);
+        // Reserved bits set: not a word MAPD writes.
+        assert_eq!(decode(u64::MAX, 32), None);
+        assert_eq!(decode(encode(Some(e)) | (1 << 62), 32), None);
+        assert_eq!(decode(encode(Some(e)) | (1 << 5), 32), None);
+        let g = decode(DTE_VALID | DTE_ITT_MASK | DTE_SIZE_MASK, 32).unwrap();
         assert_eq!(g.event_id_bits, 32);
         assert_eq!(g.itt_addr, 0x000f_ffff_ffff_ff00);
         assert!(g.covers(u32::MAX));
+        let four = DeviceEntry {
+            itt_addr: 0x1000,
+            event_id_bits: 4,
+        };
+        assert_eq!(decode(encode(Some(four)), 4), Some(four));
+        assert_eq!(decode(encode(Some(four)), 3), None);
         let small = DeviceEntry {
             itt_addr: 0,
             event_id_bits: 1,

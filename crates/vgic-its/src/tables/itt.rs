@@ -8,6 +8,8 @@
 //! eight are written as zero and ignored on read.
 
 const ITE_VALID: u64 = 1 << 63;
+/// Bits \[62:48\]: never written by this ITS.
+const ITE_RESERVED: u64 = super::genmask(62, 48);
 
 /// A valid event mapping (what MAPTI/MAPI record, IHI 0069H §5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,10 +28,12 @@ pub fn encode(entry: Option<IttEntry>) -> u64 {
     }
 }
 
-/// Decode an ITE word read from guest memory. The caller still checks the INTID and ICID
-/// ranges, since guest memory may hold anything.
+/// Decode an ITE word read from guest memory: `None` (invalid) when Valid is clear or a
+/// reserved bit (\[62:48\]) is set, since MAPTI never writes those. The caller still checks
+/// the INTID and ICID against what the ITS advertises (`Its::read_ite`), since guest memory
+/// may hold anything.
 pub fn decode(word: u64) -> Option<IttEntry> {
-    if word & ITE_VALID == 0 {
+    if word & ITE_VALID == 0 || word & ITE_RESERVED != 0 {
         return None;
     }
     Some(IttEntry {
@@ -56,6 +60,7 @@ mod tests {
         };
         assert_eq!(decode(encode(Some(e))), Some(e));
         assert_eq!(decode(0x7fff_ffff_ffff_ffff), None);
+        assert_eq!(decode(encode(Some(e)) | (1 << 48)), None, "reserved bit");
         assert_eq!(entry_address(0x1000, 3, 16), Some(0x1030));
         assert_eq!(entry_address(u64::MAX - 8, 1, 16), None);
     }
