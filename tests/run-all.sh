@@ -7,11 +7,16 @@
 #      QEMU test host (SMMUv3, GICv3 ITS, igb NICs), which installs what it needs itself;
 #   4. the end-to-end test: passthrough-vmm, inside the test host, boots a Linux guest with
 #      an igb NIC passed through (VFIO cdev + iommufd), twice, plus the VMM's own boot tests;
-#   5. the same kernel tier and end-to-end test on the project's patched kernel (built once per
-#      machine from tests/testhost/kernel with its patches), where the MSI window is the VMM's;
-#   6. a short run of every fuzz target (FUZZ_SECONDS each, default 20).
+#   5. the nesting tier: a guest-owned stage 1 over the VMM's stage 2 through iommufd's vIOMMU,
+#      on the `viommu` kernel (upstream + the test-only switch, patch 0003), booted with
+#      arm_smmu_v3.viommu_assume_coherent=1 for that suite only;
+#   6. the same kernel tier, end-to-end test and nesting tier on the project's patched kernel
+#      (built once per machine from tests/testhost/kernel with all its patches), where the MSI
+#      window is the VMM's and vectors can carry a per-vector MSI IOVA;
+#   7. a short run of every fuzz target (FUZZ_SECONDS each, default 20).
 # The kernel is $TESTHOST_KERNEL, else ../shared/kernel/Image-arm64 beside the repository,
-# else built once per machine from tests/testhost/kernel/.
+# else built once per machine from tests/testhost/kernel/. The viommu kernel is
+# $TESTHOST_KERNEL_VIOMMU, else ../shared/kernel/Image-arm64-viommu, else built likewise.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -37,15 +42,41 @@ bash tests/testhost/run.sh testhost iommufd-ioas vfio-cdev kernel-fuzz
 step "end to end: passthrough-vmm boots a guest with an igb passed through, twice"
 cargo run -q -p passthrough-vmm --example testhost_e2e
 
+# Builds (once per machine, cached) the recipe's variant $1 and prints its image path last.
+# The build log goes to stderr (duplicated, never reopened: a log file must not be
+# truncated); the image path is the last line.
+build_variant() {
+  local out image
+  out="$(mktemp)"
+  env -u TESTHOST_KERNEL cargo run -q -p testhost --release -- --variant "$1" kernel | tee "$out" >&2
+  image="$(tail -n 1 "$out")"
+  rm -f "$out"
+  [ -f "$image" ] || { echo "no $1 kernel image: '$image'" >&2; return 1; }
+  printf '%s\n' "$image"
+}
+# The nesting suite's boot: only it gets the test-only switch, so every other suite runs on
+# an untainted kernel.
+nesting_args="--test nesting --append arm_smmu_v3.viommu_assume_coherent=1 --append TESTHOST_NESTING=1"
+
+step "viommu kernel (upstream + the test-only vIOMMU switch)"
+viommu="${TESTHOST_KERNEL_VIOMMU:-}"
+if [ -z "$viommu" ] && [ -f ../shared/kernel/Image-arm64-viommu ]; then
+  viommu="$(cd ../shared/kernel && pwd)/Image-arm64-viommu"
+fi
+if [ -z "$viommu" ]; then
+  TESTHOST_KERNEL_BUILD=1 bash tests/testhost/setup.sh
+  viommu="$(build_variant viommu)"
+fi
+echo "viommu kernel: $viommu"
+
+step "nesting tier on the viommu kernel: guest stage 1 + host stage 2 through a vIOMMU"
+TESTHOST_KERNEL="$viommu" \
+  TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=viommu --run-name nesting-viommu" \
+  bash tests/testhost/run.sh vfio-cdev
+
 step "patched kernel (the project's user-settable MSI window UAPI): built once per machine"
 TESTHOST_KERNEL_BUILD=1 bash tests/testhost/setup.sh
-# The build log goes to stderr (duplicated, never reopened: a log file must not be truncated);
-# the image path is the last line.
-kernel_out="$(mktemp)"
-env -u TESTHOST_KERNEL cargo run -q -p testhost --release -- kernel | tee "$kernel_out" >&2
-patched="$(tail -n 1 "$kernel_out")"
-rm -f "$kernel_out"
-[ -f "$patched" ] || { echo "no patched kernel image: '$patched'" >&2; exit 1; }
+patched="$(build_variant patched)"
 
 step "real-kernel tier on the patched kernel: the proposed UAPI is there and works"
 TESTHOST_KERNEL="$patched" \
@@ -55,6 +86,11 @@ TESTHOST_KERNEL="$patched" \
 step "end to end on the patched kernel: the VMM chooses the doorbell IPA, RAM at 0x8000000"
 TESTHOST_KERNEL="$patched" TESTHOST_KERNEL_VARIANT=patched \
   cargo run -q -p passthrough-vmm --example testhost_e2e -- --demo
+
+step "nesting tier on the patched kernel: also per-vector MSI IOVA under a guest stage 1"
+TESTHOST_KERNEL="$patched" \
+  TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=patched --run-name nesting-patched" \
+  bash tests/testhost/run.sh vfio-cdev
 
 step "fuzzing: every target for a short while"
 bash fuzz/run.sh "${FUZZ_SECONDS:-20}"

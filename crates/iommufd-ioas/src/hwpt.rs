@@ -249,7 +249,9 @@ impl Viommu {
     /// (`IOMMU_HWPT_INVALIDATE` with `IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3`), in batches
     /// of at most [`MAX_INVALIDATION_BATCH`], in order. Returns when every command was
     /// handled; the kernel issues its own `CMD_SYNC` after each batch, so a guest's
-    /// `CMD_SYNC` can complete once this returns.
+    /// `CMD_SYNC` can complete once this returns. An empty `cmds` issues nothing (Linux 7.2's
+    /// SMMUv3 driver answers `EINVAL` to an empty array, although the UAPI describes it as a
+    /// support check).
     ///
     /// A command the kernel does not forward is refused before any call
     /// ([`Error::InvalidArgument`] naming its index). A kernel failure is
@@ -270,6 +272,9 @@ impl Viommu {
                     c.opcode()
                 ),
             });
+        }
+        if cmds.is_empty() {
+            return Ok(());
         }
         let data_type = iommu_hwpt_invalidate_data_type_IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3;
         let mut buf = Vec::with_capacity(16 * cmds.len().min(MAX_INVALIDATION_BATCH));
@@ -303,26 +308,6 @@ impl Viommu {
             }
         }
         Ok(())
-    }
-
-    /// Asks whether the kernel takes SMMUv3 invalidations on this vIOMMU at all (an
-    /// `IOMMU_HWPT_INVALIDATE` with no entries, which the UAPI defines as that check).
-    pub fn supports_smmuv3_invalidation(&self) -> Result<bool> {
-        let data_type = iommu_hwpt_invalidate_data_type_IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3;
-        match sys::hwpt_invalidate(self.iommufd().raw(), self.id(), data_type, 16, &[]) {
-            Ok(_) => Ok(true),
-            Err((errno, _)) if errno.raw() == libc::EOPNOTSUPP || errno.raw() == libc::EINVAL => {
-                Ok(false)
-            }
-            Err((errno, _)) => Err(Error::HwptInvalidate {
-                kind: "vIOMMU",
-                id: self.id(),
-                data_type,
-                entries: 0,
-                consumed: 0,
-                errno,
-            }),
-        }
     }
 }
 

@@ -24,6 +24,12 @@ pub use event::{SmmuV3Event, event_id};
 pub use idr::{Granules, NestingUnsupported, SmmuV3Idr, StallModel};
 pub use vste::{StreamConfig, VSte, VSteError};
 
+/// `IOMMU_HWPT_DATA_ARM_SMMUV3`: the data type of a nested HWPT allocated from a guest STE
+/// (for [`crate::Hwpt::alloc_nested`] with raw bytes; [`crate::Hwpt::alloc_nested_smmuv3`]
+/// passes it itself).
+pub const HWPT_DATA_TYPE: u32 =
+    iommufd_bindings::iommufd::iommu_hwpt_data_type_IOMMU_HWPT_DATA_ARM_SMMUV3;
+
 /// Extracts bits `hi..=lo` of `v`.
 pub(crate) const fn bits(v: u64, hi: u32, lo: u32) -> u64 {
     (v >> lo) & (u64::MAX >> (63 - (hi - lo)))
