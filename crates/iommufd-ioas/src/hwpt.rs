@@ -163,6 +163,11 @@ impl Hwpt {
         self.obj.id()
     }
 
+    /// The iommufd it lives in.
+    pub fn iommufd(&self) -> &Arc<Iommufd> {
+        self.obj.iommufd()
+    }
+
     /// The ID of what it was allocated from: the IOAS of a paging HWPT, the vIOMMU of a
     /// nested one.
     pub fn parent_id(&self) -> u32 {

@@ -13,6 +13,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::attacher::Attacher;
 use crate::error::{Error, Result};
 use crate::irq::{IrqIndex, IrqInfo, IrqSet};
 use crate::pci::{PciAddress, SysRoots};
@@ -245,6 +246,21 @@ impl VfioDevice {
     /// Attaches the device to an explicitly allocated HWPT.
     pub fn attach_hwpt(&mut self, hwpt: &Arc<Hwpt>, iommufd: &Arc<Iommufd>) -> Result<u32> {
         self.attach(PageTable::Hwpt(hwpt.clone()), iommufd)
+    }
+
+    /// An [`Attacher`] for this device: a second descriptor of the same bound file, through
+    /// which another part of the VMM (a virtual IOMMU) can replace the device's page table
+    /// with `&self`. The device must be bound. Attachments made through the attacher are
+    /// not reflected in [`attached_to`](Self::attached_to), which keeps reporting (and
+    /// keeping alive) what this handle attached.
+    pub fn attacher(&self) -> Result<Attacher> {
+        const OP: &str = "dup of the device file for an attacher";
+        let iommufd = self.bound(OP)?.clone();
+        let file = self.file.try_clone().map_err(|source| Error::Open {
+            path: PathBuf::from(format!("{} (dup)", self.name)),
+            source,
+        })?;
+        Ok(Attacher::new(file, self.name.clone(), iommufd))
     }
 
     /// The ID of the IOAS or HWPT the device is attached to.

@@ -23,6 +23,7 @@
 
 #![deny(missing_docs)]
 
+mod attacher;
 mod device;
 mod error;
 mod irq;
@@ -31,6 +32,7 @@ mod region;
 mod region_caps;
 mod sys;
 
+pub use attacher::{AttachedTo, Attacher};
 pub use device::{DeviceInfo, MAX_REGION_INFO_LEN, VfioDevice};
 pub use error::{Error, Result};
 pub use irq::{IRQ_SET_HEADER_LEN, IrqIndex, IrqInfo, IrqSet};

@@ -374,6 +374,15 @@ fn objects_and_teardown_order() {
         assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EBUSY), "{what}: {e}");
     }
     dev.detach().unwrap();
+    // An attacher (a dup of the bound file) replaces the attachment from elsewhere in the
+    // VMM, and detaches when dropped, so its HWPT can then be destroyed.
+    let attacher = dev.attacher().unwrap();
+    assert_eq!(attacher.attach_hwpt(&bypass).unwrap(), bypass.id());
+    assert_eq!(attacher.attach_hwpt(&s1).unwrap(), s1.id());
+    assert_eq!(attacher.attached_to(), Some(s1.id()));
+    let e = f.iommufd.destroy_raw(s1.id()).unwrap_err();
+    assert_eq!(e.errno().map(|e| e.raw()), Some(libc::EBUSY), "{e}");
+    drop(attacher);
     // Right order: HWPTs, vEVENTQ and vDEVICE, then the vIOMMU, then its parent.
     for h in [s1, bypass, abort] {
         Arc::try_unwrap(h).expect("sole owner").destroy().unwrap();

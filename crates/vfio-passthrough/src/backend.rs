@@ -79,3 +79,41 @@ pub trait GuestMapper: Send {
     /// Removes a mapping made by [`GuestMapper::map`].
     fn unmap(&mut self, handle: u32) -> Result<(), BackendError>;
 }
+
+/// Why an MSI address a device was programmed with does not reach an interrupt doorbell.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RemapError {
+    /// The guest's IOMMU does not translate the address for this device (its stage 1 has no
+    /// mapping, the stream aborts, the SMMU is disabled with aborting GBPA, ...).
+    #[error("the guest IOMMU does not translate {address:#x} for stream {stream:#x}: {reason}")]
+    NotTranslated {
+        /// The stream (requester) ID.
+        stream: u32,
+        /// The address the guest programmed (a gIOVA).
+        address: u64,
+        /// The guest IOMMU's reason.
+        reason: String,
+    },
+    /// The address translates, but not to a doorbell of the VM's interrupt controller.
+    #[error("{address:#x} translates to {gpa:#x}, which is no interrupt doorbell")]
+    NotADoorbell {
+        /// The address the guest programmed.
+        address: u64,
+        /// Where it translates to.
+        gpa: u64,
+    },
+}
+
+/// MSI address remapping for guests with a virtual IOMMU: the address a guest programs into
+/// a device's MSI-X table is then an IOVA of the guest's own (a gIOVA), and the VM's
+/// interrupt controller (KVM finds its vITS by guest physical address) needs the doorbell GPA
+/// it translates to.
+///
+/// Shaped like cloud-hypervisor's `DmaRemapping::translate_gva(id, addr)`, so that a VMM's
+/// virtual IOMMU implements it directly: `stream` is the requester ID the guest IOMMU sees
+/// for the device.
+pub trait MsiRemapping: Send + Sync {
+    /// Translates the MSI address `address` that device `stream` was programmed with into
+    /// the doorbell GPA it reaches, or says why it reaches none.
+    fn translate_msi(&self, stream: u32, address: u64) -> Result<u64, RemapError>;
+}

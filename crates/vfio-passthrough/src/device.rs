@@ -8,7 +8,7 @@ use msi_trap::update::{UpdateBatch, VectorUpdate};
 use msi_trap::write_through::{DeviceProgram, DoorbellPolicy};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::backend::{DeviceBackend, GuestMapper, MsiRoute, MsiRouter};
+use crate::backend::{DeviceBackend, GuestMapper, MsiRemapping, MsiRoute, MsiRouter, RemapError};
 use crate::bars::{BarChange, BarWindow};
 use crate::config::VirtualConfig;
 use crate::error::{Error, Result};
@@ -52,6 +52,10 @@ struct VectorSlot {
     host_enabled: bool,
     /// The last time the vector was enabled on the device, kept across disables.
     record: Option<EnableRecord>,
+    /// With MSI remapping: the address the guest programmed for the live route, and why it
+    /// is not routed when it reaches no doorbell.
+    guest_address: Option<u64>,
+    unroutable: Option<RemapError>,
 }
 
 /// What happened the last time a vector was enabled on the physical device: the guest's
@@ -73,7 +77,7 @@ pub struct EnableRecord {
 }
 
 /// One vector as the VMM reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct VectorReport {
     /// Vector index.
     pub index: u16,
@@ -91,6 +95,22 @@ pub struct VectorReport {
     pub host_enabled: bool,
     /// The Message Address in the device's real table, when it can be read.
     pub device_address: Option<u64>,
+    /// The address its route carries: the guest's address, or with MSI remapping the
+    /// doorbell GPA it translates to.
+    pub route_address: Option<u64>,
+    /// With MSI remapping, why the vector is not routed (its address reaches no doorbell).
+    #[serde(serialize_with = "ser_display_opt")]
+    pub unroutable: Option<RemapError>,
+}
+
+fn ser_display_opt<S: serde::Serializer>(
+    v: &Option<RemapError>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(e) => s.serialize_some(&e.to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 /// Counters of what went wrong outside the guest's view (a guest access cannot fail; the
@@ -106,6 +126,9 @@ pub struct FaultCounters {
     /// Vectors whose real table address differed from the guest's under
     /// `KernelProgrammed` (the doorbell plan did not hold).
     pub address_mismatch: u64,
+    /// Deliverable vectors left unrouted because, through the guest's IOMMU, their address
+    /// reached no doorbell.
+    pub unroutable: u64,
 }
 
 /// A PCI function passed through to a guest.
@@ -137,6 +160,7 @@ pub struct PassthroughDevice<D: DeviceBackend, R: MsiRouter, M: GuestMapper> {
     settings: PassthroughConfig,
     faults: FaultCounters,
     batch: UpdateBatch,
+    remap: Option<(std::sync::Arc<dyn MsiRemapping>, u32)>,
 }
 
 impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> std::fmt::Debug
@@ -174,6 +198,8 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                 irqfd: false,
                 host_enabled: false,
                 record: None,
+                guest_address: None,
+                unroutable: None,
             });
         }
         Ok(PassthroughDevice {
@@ -188,7 +214,123 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             settings,
             faults: FaultCounters::default(),
             batch: UpdateBatch::default(),
+            remap: None,
         })
+    }
+
+    /// Routes MSIs through a guest IOMMU: from now on the address of each route is what
+    /// `remap` translates the guest's address to for stream `stream` (the device's requester
+    /// ID as the guest IOMMU sees it), and a vector whose address reaches no doorbell is not
+    /// routed (and is counted and reported). Call [`remap_changed`](Self::remap_changed)
+    /// when the guest IOMMU's translations for the stream may have changed.
+    pub fn set_msi_remapping(&mut self, remap: std::sync::Arc<dyn MsiRemapping>, stream: u32) {
+        self.remap = Some((remap, stream));
+    }
+
+    /// The route address of a guest MSI address: itself without remapping, else its
+    /// translation.
+    fn route_address(&self, guest: u64) -> std::result::Result<u64, RemapError> {
+        match &self.remap {
+            None => Ok(guest),
+            Some((remap, stream)) => remap.translate_msi(*stream, guest),
+        }
+    }
+
+    /// Recomputes every live route through the MSI remapping (after the guest changed or
+    /// invalidated its IOMMU's translations): changed routes go to the router in ONE update;
+    /// a vector whose address now reaches no doorbell loses its route and irqfd (its
+    /// interrupts wait in its eventfd) until a later recomputation or guest update reaches a
+    /// doorbell again. Returns how many routes changed.
+    pub fn remap_changed(&mut self) -> usize {
+        if self.remap.is_none() {
+            return 0;
+        }
+        let devid = self.settings.devid;
+        let mut changes: Vec<(u32, Option<MsiRoute>)> = Vec::new();
+        let mut lost: Vec<usize> = Vec::new();
+        let mut regained: Vec<usize> = Vec::new();
+        for i in 0..self.slots.len() {
+            let (Some(guest), Some(gsi)) = (self.slots[i].guest_address, self.slots[i].gsi) else {
+                continue;
+            };
+            let data = match (self.slots[i].route, self.msix.as_ref()) {
+                (Some(r), _) => r.data,
+                (None, Some(m)) => match m.vector(i as u16) {
+                    Some(v) => v.data,
+                    None => continue,
+                },
+                (None, None) => continue,
+            };
+            match self.route_address(guest) {
+                Ok(address) => {
+                    let route = MsiRoute {
+                        address,
+                        data,
+                        devid,
+                    };
+                    let slot = &mut self.slots[i];
+                    slot.unroutable = None;
+                    if slot.route != Some(route) {
+                        if slot.route.is_none() {
+                            regained.push(i);
+                        }
+                        slot.route = Some(route);
+                        changes.push((gsi, Some(route)));
+                    }
+                }
+                Err(e) => {
+                    let slot = &mut self.slots[i];
+                    if slot.route.is_some() {
+                        log::warn!("MSI-X vector {i}: no longer routed: {e}");
+                        self.faults.unroutable += 1;
+                        slot.route = None;
+                        changes.push((gsi, None));
+                        lost.push(i);
+                    }
+                    slot.unroutable = Some(e);
+                }
+            }
+        }
+        for &i in &lost {
+            let slot = &mut self.slots[i];
+            if slot.irqfd {
+                if let Some(gsi) = slot.gsi
+                    && let Err(e) = self.router.deassign_irqfd(&slot.eventfd, gsi)
+                {
+                    log::error!("MSI-X vector {i}: irqfd deassign failed: {e}");
+                    self.faults.router += 1;
+                }
+                slot.irqfd = false;
+            }
+        }
+        if !changes.is_empty()
+            && let Err(e) = self.router.set_routes(&changes)
+        {
+            log::error!("routing update of {} routes failed: {e}", changes.len());
+            self.faults.router += 1;
+        }
+        // A vector that regained its route gets its irqfd back if it is deliverable.
+        for i in regained {
+            let deliverable = self
+                .msix
+                .as_ref()
+                .and_then(|m| m.vector(i as u16))
+                .is_some_and(|v| v.enabled && !v.masked);
+            let slot = &mut self.slots[i];
+            if deliverable
+                && !slot.irqfd
+                && let Some(gsi) = slot.gsi
+            {
+                match self.router.assign_irqfd(&slot.eventfd, gsi) {
+                    Ok(()) => slot.irqfd = true,
+                    Err(e) => {
+                        log::error!("MSI-X vector {i}: irqfd assign to GSI {gsi} failed: {e}");
+                        self.faults.router += 1;
+                    }
+                }
+            }
+        }
+        changes.len()
     }
 
     /// The MSI-X layout, when the function has MSI-X.
@@ -404,20 +546,49 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                         }
                     },
                 };
-                let route = MsiRoute {
-                    address: u.address,
-                    data: u.data,
-                    devid,
-                };
-                if slot.route != Some(route) {
-                    changes.push((gsi, Some(route)));
-                    slot.route = Some(route);
-                }
+                slot.guest_address = Some(u.address);
                 if !slot.host_enabled {
                     to_enable.push(*u);
                 }
-                if !slot.irqfd {
-                    to_assign.push(i);
+                let address = match &self.remap {
+                    None => Ok(u.address),
+                    Some((remap, stream)) => remap.translate_msi(*stream, u.address),
+                };
+                let slot = &mut self.slots[i];
+                match address {
+                    Ok(address) => {
+                        slot.unroutable = None;
+                        let route = MsiRoute {
+                            address,
+                            data: u.data,
+                            devid,
+                        };
+                        if slot.route != Some(route) {
+                            changes.push((gsi, Some(route)));
+                            slot.route = Some(route);
+                        }
+                        if !slot.irqfd {
+                            to_assign.push(i);
+                        }
+                    }
+                    Err(e) => {
+                        // Enabled on the device (its address written through), but not
+                        // routed: its interrupts wait in the eventfd until the address
+                        // reaches a doorbell.
+                        log::warn!("MSI-X vector {i}: not routed: {e}");
+                        self.faults.unroutable += 1;
+                        if slot.route.take().is_some() {
+                            changes.push((gsi, None));
+                        }
+                        if slot.irqfd {
+                            if let Err(e) = self.router.deassign_irqfd(&slot.eventfd, gsi) {
+                                log::error!("MSI-X vector {i}: irqfd deassign failed: {e}");
+                                self.faults.router += 1;
+                            }
+                            slot.irqfd = false;
+                        }
+                        slot.unroutable = Some(e);
+                    }
                 }
             } else {
                 if slot.irqfd {
@@ -573,6 +744,8 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                     gsi: slot.gsi,
                     host_enabled: slot.host_enabled,
                     device_address: self.backend.read_table_address(i).ok().flatten(),
+                    route_address: slot.route.map(|r| r.address),
+                    unroutable: slot.unroutable.clone(),
                 })
             })
             .collect()

@@ -32,7 +32,9 @@ mod parts;
 pub mod setup;
 mod vfio;
 
-pub use backend::{BackendError, DeviceBackend, GuestMapper, MsiRoute, MsiRouter};
+pub use backend::{
+    BackendError, DeviceBackend, GuestMapper, MsiRemapping, MsiRoute, MsiRouter, RemapError,
+};
 pub use bars::{BarChange, BarWindow, GuestBar, GuestBars};
 pub use config::{COMMAND_FORWARD_MASK, CapPlan, VirtualConfig, plan_caps};
 pub use device::{

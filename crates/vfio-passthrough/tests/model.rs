@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use msi_trap::msix::layout::{BarInfo, RelocationPolicy};
 use msi_trap::write_through::DoorbellPolicy;
 use vfio_passthrough::{
-    BackendError, DeviceBackend, DirectPiece, GuestMapper, MsiRoute, MsiRouter, PassthroughConfig,
-    PassthroughDevice, build_model,
+    BackendError, DeviceBackend, DirectPiece, GuestMapper, MsiRemapping, MsiRoute, MsiRouter,
+    PassthroughConfig, PassthroughDevice, RemapError, build_model,
 };
 use vmm_sys_util::eventfd::EventFd;
 
@@ -623,4 +623,177 @@ fn dropping_the_device_releases_everything() {
             Call::Unmap(3)
         ]
     );
+}
+
+/// A guest IOMMU's MSI translations, as a table the test edits: gIOVA page -> doorbell page.
+#[derive(Default)]
+struct FakeRemap {
+    pages: Mutex<std::collections::HashMap<u64, u64>>,
+    calls: Mutex<Vec<(u32, u64)>>,
+}
+
+impl MsiRemapping for FakeRemap {
+    fn translate_msi(&self, stream: u32, address: u64) -> Result<u64, RemapError> {
+        self.calls.lock().unwrap().push((stream, address));
+        match self.pages.lock().unwrap().get(&(address & !0xfff)) {
+            Some(page) => Ok(page | (address & 0xfff)),
+            None => Err(RemapError::NotTranslated {
+                stream,
+                address,
+                reason: "no stage-1 mapping".into(),
+            }),
+        }
+    }
+}
+
+const GIOVA: u64 = 0xffff_f040;
+
+/// Linux's MSI-X setup with gIOVA addresses (a guest with a vIOMMU).
+fn linux_msix_setup_giova(dev: &mut Dev, vectors: u64) {
+    dev.write_config(MSIX_CAP + 2, &0xc009u16.to_le_bytes());
+    for v in 0..vectors {
+        table_write(dev, v, 0, GIOVA as u32);
+        table_write(dev, v, 1, 0);
+        table_write(dev, v, 2, GUEST_DATA + v as u32);
+        table_write(dev, v, 3, 0);
+    }
+    dev.write_config(MSIX_CAP + 2, &0x8009u16.to_le_bytes());
+}
+
+fn routes_of(calls: &[Call]) -> Vec<Vec<(u32, Option<MsiRoute>)>> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Routes(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn remapped_routes_carry_the_doorbell_gpa_and_the_device_the_giova() {
+    let (mut dev, log) = device(DoorbellPolicy::TableAddressWrite, DOORBELL);
+    let remap = Arc::new(FakeRemap::default());
+    remap
+        .pages
+        .lock()
+        .unwrap()
+        .insert(GIOVA & !0xfff, DOORBELL & !0xfff);
+    dev.set_msi_remapping(remap.clone(), DEVID);
+    place_bars(&mut dev);
+    take(&log);
+    linux_msix_setup_giova(&mut dev, 2);
+    let calls = take(&log);
+    // One routing update, both routes at the doorbell GPA (the translated gIOVA).
+    let routes = routes_of(&calls);
+    assert_eq!(routes.len(), 1, "{calls:?}");
+    for (_, r) in &routes[0] {
+        assert_eq!(r.unwrap().address, DOORBELL);
+    }
+    // The device carries the gIOVA (written through), never the doorbell GPA.
+    for v in dev.vectors().iter().take(2) {
+        assert_eq!(v.device_address, Some(GIOVA));
+        assert_eq!(v.route_address, Some(DOORBELL));
+        assert_eq!(v.unroutable, None);
+    }
+    assert!(remap.calls.lock().unwrap().iter().all(|(s, _)| *s == DEVID));
+    assert_eq!(dev.faults().unroutable, 0);
+}
+
+#[test]
+fn an_untranslated_giova_is_not_routed_and_is_reported() {
+    let (mut dev, log) = device(DoorbellPolicy::TableAddressWrite, DOORBELL);
+    let remap = Arc::new(FakeRemap::default());
+    dev.set_msi_remapping(remap.clone(), DEVID);
+    place_bars(&mut dev);
+    take(&log);
+    linux_msix_setup_giova(&mut dev, 1);
+    let calls = take(&log);
+    // Enabled on the device with the gIOVA written through, but no route and no irqfd.
+    assert!(calls.contains(&Call::SetVector(0, true)), "{calls:?}");
+    assert!(
+        routes_of(&calls)
+            .iter()
+            .all(|r| r.iter().all(|(_, x)| x.is_none()))
+    );
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Assign(_))),
+        "{calls:?}"
+    );
+    let v = &dev.vectors()[0];
+    assert_eq!(v.route_address, None);
+    assert!(matches!(
+        v.unroutable,
+        Some(RemapError::NotTranslated { .. })
+    ));
+    assert_eq!(dev.faults().unroutable, 1);
+
+    // The guest maps the page and invalidates: the route comes, with the irqfd.
+    remap
+        .pages
+        .lock()
+        .unwrap()
+        .insert(GIOVA & !0xfff, DOORBELL & !0xfff);
+    assert_eq!(dev.remap_changed(), 1);
+    let calls = take(&log);
+    let routes = routes_of(&calls);
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0][0].1.unwrap().address, DOORBELL);
+    assert!(
+        calls.iter().any(|c| matches!(c, Call::Assign(_))),
+        "{calls:?}"
+    );
+    assert_eq!(dev.vectors()[0].unroutable, None);
+}
+
+#[test]
+fn remap_changes_move_and_drop_routes_in_one_update() {
+    let (mut dev, log) = device(DoorbellPolicy::TableAddressWrite, DOORBELL);
+    let remap = Arc::new(FakeRemap::default());
+    remap
+        .pages
+        .lock()
+        .unwrap()
+        .insert(GIOVA & !0xfff, DOORBELL & !0xfff);
+    dev.set_msi_remapping(remap.clone(), DEVID);
+    place_bars(&mut dev);
+    linux_msix_setup_giova(&mut dev, 3);
+    take(&log);
+    // Nothing changed: no routing update at all.
+    assert_eq!(dev.remap_changed(), 0);
+    assert!(take(&log).is_empty());
+    // The guest remaps the gIOVA to another doorbell page: three routes move, one update.
+    remap
+        .pages
+        .lock()
+        .unwrap()
+        .insert(GIOVA & !0xfff, 0x0900_0000);
+    assert_eq!(dev.remap_changed(), 3);
+    let calls = take(&log);
+    let routes = routes_of(&calls);
+    assert_eq!(routes.len(), 1);
+    assert!(
+        routes[0]
+            .iter()
+            .all(|(_, r)| r.unwrap().address == 0x0900_0040)
+    );
+    // The guest unmaps it: routes removed in one update, irqfds deassigned.
+    remap.pages.lock().unwrap().clear();
+    assert_eq!(dev.remap_changed(), 3);
+    let calls = take(&log);
+    let routes = routes_of(&calls);
+    assert_eq!(routes.len(), 1);
+    assert!(routes[0].iter().all(|(_, r)| r.is_none()));
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Deassign(_)))
+            .count(),
+        3
+    );
+    assert_eq!(dev.faults().unroutable, 3);
+    assert!(dev.vectors()[..3].iter().all(|v| v.unroutable.is_some()));
+    // Without remapping, remap_changed is a no-op.
+    let (mut plain, _) = device(DoorbellPolicy::TableAddressWrite, DOORBELL);
+    assert_eq!(plain.remap_changed(), 0);
 }
