@@ -113,6 +113,8 @@ pub mod cmd;
 pub mod event;
 pub mod fault;
 pub mod idr;
+#[cfg(feature = "iommufd")]
+pub mod iommufd;
 pub mod irq;
 mod mem;
 pub mod observer;
