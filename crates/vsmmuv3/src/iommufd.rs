@@ -158,11 +158,12 @@ impl SmmuBackend for IommufdBackend {
                         message: format!("vSTE {:#x?} of stream {stream_id:#x}: {e}", vste.0),
                     }
                 })?;
-                let hwpt = Hwpt::alloc_nested_smmuv3(&self.viommu, stream.dev_id, &typed)
-                    .map_err(|e| {
+                let hwpt = Hwpt::alloc_nested_smmuv3(&self.viommu, stream.dev_id, &typed).map_err(
+                    |e| {
                         self.stats.failures += 1;
                         kernel_error(format!("nested HWPT for stream {stream_id:#x}"), &e)
-                    })?;
+                    },
+                )?;
                 self.stats.hwpts_allocated += 1;
                 Arc::new(hwpt)
             }

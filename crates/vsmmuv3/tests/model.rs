@@ -110,7 +110,7 @@ fn ref_walk(mem: &GuestMemoryMmap<()>, cd: &Cd, va: u64, access: Access) -> RefO
             bit1
         } else {
             // Blocks: 4K at levels 1-2, 16K and 64K at level 2.
-            (g == 12 && (level == 1 || level == 2)) || (g != 12 && level == 2)
+            level == 2 || (g == 12 && level == 1)
         };
         if !leaf_ok {
             return RefOut::Fault("translation", level as u8);
@@ -403,7 +403,7 @@ fn ref_command(raw: &RawCommand, host: &BTreeSet<u32>) -> Result<Option<RawComma
             Ok(any_host
                 .then(|| RawCommand([0x12 | u64::from(asid) << 48, (w1 & !0xfff) | (w1 & 1)])))
         }
-        0x13 => Ok(any_host.then(|| RawCommand([0x13, (w1 & !0xfff) | (w1 & 1)]))),
+        0x13 => Ok(any_host.then_some(RawCommand([0x13, (w1 & !0xfff) | (w1 & 1)]))),
         0x46 => {
             if (w0 >> 12) & 3 == 3 {
                 Err(())
@@ -524,7 +524,7 @@ proptest! {
                 }
                 2 => {
                     // Memory: small addresses so queues and tables are hit.
-                    let a = addr % 0x40_0000 & !7;
+                    let a = (addr % 0x40_0000) & !7;
                     b.put(a, &[v]);
                 }
                 3 => {
