@@ -155,6 +155,7 @@ impl Bitmap {
         &self.words
     }
 
+    #[inline]
     pub(crate) fn get(&self, i: usize) -> bool {
         self.words
             .get(i / 64)
@@ -169,6 +170,22 @@ impl Bitmap {
         }
     }
 
+    /// Sets bit `i` and returns whether it was set before (`true` also when out of range,
+    /// so that callers never record an out-of-range index).
+    #[inline]
+    pub(crate) fn test_and_set(&mut self, i: usize) -> bool {
+        match self.words.get_mut(i / 64) {
+            Some(w) if i < self.bits => {
+                let bit = 1u64 << (i % 64);
+                let was = *w & bit != 0;
+                *w |= bit;
+                was
+            }
+            _ => true,
+        }
+    }
+
+    #[inline]
     pub(crate) fn clear(&mut self, i: usize) {
         if let Some(w) = self.words.get_mut(i / 64) {
             *w &= !(1u64 << (i % 64));
@@ -216,30 +233,74 @@ impl Bitmap {
 }
 
 /// Dirty tracking and coalescing shared by MSI and MSI-X.
+///
+/// This is the per-access commit bookkeeping of a trapped write, so it is kept to a few
+/// instructions (issue 15): `note` computes the "due" rule and sets one bit; while at most
+/// [`LIST_LIMIT`] vectors are dirty their indices are also listed, so a commit of one vector
+/// touches that vector alone; beyond, the list is abandoned and the commit scans the bitmap
+/// (a full-table rewrite costs one pass). Releases are rare and kept off the hot path.
 #[derive(Debug, Clone)]
 pub(crate) struct Tracker {
-    /// What the last batch reported per vector; `None` forces a report (after restore).
+    /// What the last batch reported per vector; `None` forces a report (after restore; the
+    /// batch is then due until the next take, which replaces every `None`).
     committed: Vec<Option<Route>>,
-    /// Dirty vectors as a bitmap (dedupe) and as a list (so a commit costs O(dirty), not
-    /// O(vectors)); the list never holds an index twice, so it is bounded by the table size.
+    /// Bit `i`: `committed[i]` is a deliverable route. A small, cache-resident copy of the
+    /// part of the "due" rule a write to a masked vector needs.
+    committed_live: Bitmap,
+    /// Dirty vectors (authoritative).
     dirty: Bitmap,
+    /// The dirty vectors while there are at most [`LIST_LIMIT`] of them (else `overflow`);
+    /// never holds an index twice.
     dirty_list: Vec<u16>,
+    /// More than [`LIST_LIMIT`] vectors are dirty: the list is incomplete, scan the bitmap.
+    overflow: bool,
     due: bool,
     released: Bitmap,
     released_count: usize,
     released_msg: Vec<(u64, u32)>,
 }
 
-/// Up to this many dirty vectors a commit sorts the list; beyond, it scans the bitmap.
-const SORT_LIMIT: usize = 64;
+/// Adds vector `i` with state `cur` to `out` unless it equals what was reported last.
+#[inline(always)]
+fn report(
+    committed: &mut [Option<Route>],
+    live: &mut Bitmap,
+    out: &mut UpdateBatch,
+    i: usize,
+    cur: Route,
+) {
+    if let Some(slot) = committed.get_mut(i)
+        && *slot != Some(cur)
+    {
+        *slot = Some(cur);
+        if cur.deliverable() {
+            live.set(i);
+        } else {
+            live.clear(i);
+        }
+        out.updates.push(cur.with_index(i as u16));
+    }
+}
+
+/// Up to this many dirty vectors are listed (a commit sorts the list); beyond, a commit scans
+/// the bitmap.
+const LIST_LIMIT: usize = 64;
 
 impl Tracker {
     /// A tracker whose committed state is `initial` for every vector.
     pub(crate) fn new(vectors: usize, initial: Route) -> Self {
         Tracker {
             committed: vec![Some(initial); vectors],
+            committed_live: {
+                let mut b = Bitmap::new(vectors);
+                if initial.deliverable() {
+                    b.set_all();
+                }
+                b
+            },
             dirty: Bitmap::new(vectors),
-            dirty_list: Vec::with_capacity(vectors),
+            dirty_list: Vec::with_capacity(LIST_LIMIT),
+            overflow: false,
             due: false,
             released: Bitmap::new(vectors),
             released_count: 0,
@@ -248,24 +309,101 @@ impl Tracker {
     }
 
     /// Records that vector `i` now has state `current`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn note(&mut self, i: usize, current: Route) {
-        if i < self.committed.len() && !self.dirty.get(i) {
-            self.dirty.set(i);
-            self.dirty_list.push(i as u16);
-        }
-        if self.due {
+        if i >= self.committed.len() {
             return;
         }
-        self.due = match self.committed.get(i) {
-            Some(Some(c)) => {
-                c.deliverable() != current.deliverable()
-                    || (current.deliverable()
-                        && (c.address != current.address || c.data != current.data))
+        if !self.due {
+            self.due = self.is_due(i, &current);
+        }
+        if !self.dirty.test_and_set(i) && !self.overflow {
+            if self.dirty_list.len() < LIST_LIMIT {
+                self.dirty_list.push(i as u16);
+            } else {
+                self.overflow = true;
             }
-            Some(None) => true,
-            None => false,
-        };
+        }
+    }
+
+    /// The "due" rule for vector `i` (see the module docs). A `None` committed route exists
+    /// only while the batch is due already, so it is never looked at.
+    #[inline(always)]
+    fn is_due(&self, i: usize, current: &Route) -> bool {
+        if !current.deliverable() {
+            return self.committed_live.get(i);
+        }
+        match self.committed.get(i) {
+            Some(Some(c)) => {
+                !c.deliverable() || c.address != current.address || c.data != current.data
+            }
+            _ => true,
+        }
+    }
+
+    /// A trapped write to vector `i` left it in state `current`, and the VMM commits right
+    /// away if that makes a batch due. When nothing but `i` is dirty and nothing was
+    /// released, and the change is due, the batch is exactly `i`'s update: it is written to
+    /// `out` directly (the per-access commit without the dirty bookkeeping) and `true`
+    /// returned. Otherwise the change is only noted (as [`note`](Self::note)) and `false`
+    /// returned; the caller then commits through [`take_into`](Self::take_into) if due.
+    #[inline(always)]
+    pub(crate) fn note_and_take_single(
+        &mut self,
+        i: usize,
+        current: Route,
+        out: &mut UpdateBatch,
+    ) -> bool {
+        let only_i = !self.overflow
+            && self.released_count == 0
+            && match self.dirty_list.as_slice() {
+                [] => true,
+                [j] => usize::from(*j) == i,
+                _ => false,
+            };
+        if only_i && !self.due && i < self.committed.len() && self.is_due(i, &current) {
+            out.updates.clear();
+            out.deliveries.clear();
+            if let Some(&j) = self.dirty_list.first() {
+                self.dirty.clear(usize::from(j));
+                self.dirty_list.clear();
+            }
+            // Due implies the route differs from the committed one: no compare needed.
+            if let Some(slot) = self.committed.get_mut(i) {
+                *slot = Some(current);
+            }
+            if current.deliverable() {
+                self.committed_live.set(i);
+            } else {
+                self.committed_live.clear(i);
+            }
+            out.updates.push(current.with_index(i as u16));
+            return true;
+        }
+        self.note(i, current);
+        false
+    }
+
+    /// Records that every vector may have changed (Enable or Function Mask toggled): all are
+    /// dirty (the next take scans them), and the rule is evaluated until the first due
+    /// vector only.
+    pub(crate) fn note_all(&mut self, current: impl Fn(usize) -> Route) {
+        let n = self.committed.len();
+        if n == 0 {
+            return;
+        }
+        self.dirty.set_all();
+        if n <= LIST_LIMIT {
+            self.dirty_list.clear();
+            self.dirty_list.extend((0..n).map(|i| i as u16));
+        } else {
+            self.overflow = true;
+        }
+        let mut i = 0;
+        while !self.due && i < n {
+            self.due = self.is_due(i, &current(i));
+            i += 1;
+        }
     }
 
     /// Records that pending vector `i` was released with message `(address, data)`.
@@ -283,10 +421,15 @@ impl Tracker {
     /// Forgets what was reported: the next batch reports every vector.
     pub(crate) fn force_all(&mut self) {
         self.committed.fill(None);
+        self.committed_live.clear_all();
         self.dirty.set_all();
         self.dirty_list.clear();
-        self.dirty_list
-            .extend((0..self.committed.len()).map(|i| i as u16));
+        if self.committed.len() <= LIST_LIMIT {
+            self.dirty_list
+                .extend((0..self.committed.len()).map(|i| i as u16));
+        } else {
+            self.overflow = true;
+        }
         self.due = true;
     }
 
@@ -296,12 +439,13 @@ impl Tracker {
         self.released_count = 0;
     }
 
+    #[inline]
     pub(crate) fn due(&self) -> bool {
         self.due
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
-        !self.dirty_list.is_empty() || self.released_count != 0
+        !self.dirty_list.is_empty() || self.overflow || self.released_count != 0
     }
 
     /// Released deliveries not yet taken, in index order.
@@ -326,42 +470,59 @@ impl Tracker {
     }
 
     /// Fills `out` with the coalesced batch; `current(i)` gives the state of vector `i`.
+    #[inline(always)]
     pub(crate) fn take_into(&mut self, out: &mut UpdateBatch, current: impl Fn(usize) -> Route) {
-        out.clear();
-        let committed = &mut self.committed;
-        let mut visit = |i: usize| {
-            let cur = current(i);
-            if let Some(slot) = committed.get_mut(i)
-                && *slot != Some(cur)
-            {
-                *slot = Some(cur);
-                out.updates.push(cur.with_index(i as u16));
-            }
-        };
-        if self.dirty_list.len() <= SORT_LIMIT {
-            self.dirty_list.sort_unstable();
-            for &i in &self.dirty_list {
-                self.dirty.clear(usize::from(i));
-                visit(usize::from(i));
+        out.updates.clear();
+        out.deliveries.clear();
+        if !self.overflow && self.dirty_list.len() == 1 {
+            // One vector (a trapped write's commit): no sort, no loop.
+            if let Some(&i) = self.dirty_list.first() {
+                let i = usize::from(i);
+                self.dirty.clear(i);
+                report(
+                    &mut self.committed,
+                    &mut self.committed_live,
+                    out,
+                    i,
+                    current(i),
+                );
             }
         } else {
-            self.dirty.drain(visit);
+            let committed = &mut self.committed;
+            let live = &mut self.committed_live;
+            let mut visit = |i: usize| report(committed, live, out, i, current(i));
+            if self.overflow {
+                self.dirty.drain(visit);
+                self.overflow = false;
+            } else {
+                self.dirty_list.sort_unstable();
+                for &i in &self.dirty_list {
+                    self.dirty.clear(usize::from(i));
+                    visit(usize::from(i));
+                }
+            }
         }
         self.dirty_list.clear();
         if self.released_count != 0 {
-            let msgs = &self.released_msg;
-            self.released.drain(|i| {
-                if let Some((address, data)) = msgs.get(i) {
-                    out.deliveries.push(PendingDelivery {
-                        index: i as u16,
-                        address: *address,
-                        data: *data,
-                    });
-                }
-            });
-            self.released_count = 0;
+            self.take_releases(out);
         }
         self.due = false;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_releases(&mut self, out: &mut UpdateBatch) {
+        let msgs = &self.released_msg;
+        self.released.drain(|i| {
+            if let Some((address, data)) = msgs.get(i) {
+                out.deliveries.push(PendingDelivery {
+                    index: i as u16,
+                    address: *address,
+                    data: *data,
+                });
+            }
+        });
+        self.released_count = 0;
     }
 }
 
@@ -450,7 +611,7 @@ mod tests {
             masked: false,
             enabled: true,
         };
-        for count in [1usize, 10, SORT_LIMIT, SORT_LIMIT + 1, 150, 200] {
+        for count in [1usize, 10, LIST_LIMIT, LIST_LIMIT + 1, 150, 200] {
             let mut t = Tracker::new(200, OFF);
             for i in (0..count).rev() {
                 t.note(i * 200 / count, live(i * 200 / count));

@@ -162,6 +162,20 @@ const RESET_ROUTE: Route = Route {
     enabled: false,
 };
 
+/// The route of an entry under the function-wide bits.
+#[inline(always)]
+fn route_of(entry: Option<&MsixEntry>, enabled: bool, function_masked: bool) -> Route {
+    match entry {
+        Some(e) => Route {
+            address: e.address(),
+            data: e.data,
+            masked: e.masked() || function_masked,
+            enabled,
+        },
+        None => RESET_ROUTE,
+    }
+}
+
 impl MsixState {
     /// Creates the emulation in reset state for a capability and a layout computed from it.
     pub fn new(cap: MsixCapability, layout: MsixLayout) -> Result<Self, MsixError> {
@@ -246,20 +260,56 @@ impl MsixState {
         }
     }
 
-    /// Notes vector `i`'s new state and releases its pending message if it is deliverable.
-    #[inline]
-    fn after_change(&mut self, i: usize) {
-        let route = self.route(i);
+    /// Notes vector `i`'s new state `e` and releases its pending message if it is
+    /// deliverable (the trapped write's hot path).
+    #[inline(always)]
+    fn after_change_entry(&mut self, i: usize, e: MsixEntry) {
+        let route = Route {
+            address: e.address(),
+            data: e.data,
+            masked: e.masked() || self.function_masked,
+            enabled: self.enabled,
+        };
         self.tracker.note(i, route);
         if route.deliverable() && self.pba.get(i) {
-            self.pba.clear(i);
-            self.tracker.release(i, route.address, route.data);
+            self.release(i, route);
         }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn after_change_slow(&mut self, i: usize, e: MsixEntry) {
+        self.after_change_entry(i, e);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release(&mut self, i: usize, route: Route) {
+        self.pba.clear(i);
+        self.tracker.release(i, route.address, route.data);
+    }
+
+    /// Every vector may have changed (Enable, Function Mask, reset): one pass marks them
+    /// dirty and evaluates the "due" rule until it is met, then only the pending vectors are
+    /// visited for release (a deliverable vector is never pending).
     fn after_change_all(&mut self) {
-        for i in 0..self.entries.len() {
-            self.after_change(i);
+        let entries = &self.entries;
+        let (enabled, function_masked) = (self.enabled, self.function_masked);
+        self.tracker
+            .note_all(|i| route_of(entries.get(i), enabled, function_masked));
+        let mut pending = Vec::new();
+        for (k, w) in self.pba.words().iter().enumerate() {
+            let mut bits = *w;
+            while bits != 0 {
+                pending.push(k * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+        for i in pending {
+            let route = self.route(i);
+            if route.deliverable() {
+                self.release(i, route);
+            }
         }
     }
 
@@ -339,10 +389,89 @@ impl MsixState {
 
     /// Guest write of the table at `offset` from the guest table's start. Read-only bits are
     /// dropped: address bits 1:0 and Vector Control bits 31:1.
+    ///
+    /// A write that leaves the entry as it was changes nothing (its route is what was noted
+    /// last, and a deliverable vector is never pending), so it is not even noted.
+    #[inline]
     pub fn write_table(&mut self, offset: u64, data: &[u8]) -> MmioOutcome {
+        // The hot path: an aligned dword inside the table (the table is `vectors * 16`
+        // bytes, so an existing entry is inside it).
+        if let Ok(bytes) = <[u8; 4]>::try_from(data)
+            && offset.is_multiple_of(4)
+            && let Some(entry) = self.entries.get_mut((offset / 16) as usize)
+        {
+            let old = *entry;
+            entry.write_dword(((offset % 16) / 4) as usize, u32::from_le_bytes(bytes));
+            let new = *entry;
+            if new != old {
+                self.after_change_entry((offset / 16) as usize, new);
+            }
+            return MmioOutcome::Done;
+        }
+        self.write_table_other(offset, data)
+    }
+
+    /// A trapped table write followed by the VMM's commit when it makes a batch due, in one
+    /// call: returns whether `batch` was filled (then exactly as
+    /// [`take_updates_into`](Self::take_updates_into) would have filled it after
+    /// [`write_table`](Self::write_table), and the batch is no longer due). When the write
+    /// changes one vector and nothing else is waiting, the batch is built from that vector
+    /// alone without the dirty bookkeeping: the trapped-write commit of issue 15.
+    /// Test: `write_and_commit_matches_write_then_take`.
+    #[inline]
+    pub fn write_table_commit(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        batch: &mut UpdateBatch,
+    ) -> (MmioOutcome, bool) {
+        if let Ok(bytes) = <[u8; 4]>::try_from(data)
+            && offset.is_multiple_of(4)
+            && let Some(entry) = self.entries.get_mut((offset / 16) as usize)
+        {
+            let i = (offset / 16) as usize;
+            let old = *entry;
+            entry.write_dword(((offset % 16) / 4) as usize, u32::from_le_bytes(bytes));
+            let new = *entry;
+            if new == old {
+                return (MmioOutcome::Done, self.commit_if_due(batch));
+            }
+            let route = route_of(Some(&new), self.enabled, self.function_masked);
+            let pending = route.deliverable() && self.pba.get(i);
+            if !pending && self.tracker.note_and_take_single(i, route, batch) {
+                return (MmioOutcome::Done, true);
+            }
+            if pending {
+                self.after_change_slow(i, new);
+            }
+            return (MmioOutcome::Done, self.commit_if_due(batch));
+        }
+        let outcome = self.write_table_other(offset, data);
+        (outcome, self.commit_if_due(batch))
+    }
+
+    #[inline(always)]
+    fn commit_if_due(&mut self, batch: &mut UpdateBatch) -> bool {
+        if self.tracker.due() {
+            self.take_updates_slow(batch);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The general commit, kept out of the trapped-write fast path.
+    #[inline(never)]
+    fn take_updates_slow(&mut self, batch: &mut UpdateBatch) {
+        self.take_updates_into(batch);
+    }
+
+    /// [`write_table`](Self::write_table) for QWORDs and unsupported shapes.
+    #[inline(never)]
+    fn write_table_other(&mut self, offset: u64, data: &[u8]) -> MmioOutcome {
         if !supported_shape(offset, data.len(), self.layout.table_len()) {
             log::debug!(
-                "MSI-X table write of {} bytes at {offset:#x}: unsupported, ignored",
+                "MSI-X table write of {} bytes at {offset:#x} is unsupported, ignored",
                 data.len()
             );
             return MmioOutcome::Unsupported;
@@ -352,12 +481,19 @@ impl MsixState {
         let Some(entry) = self.entries.get_mut(i) else {
             return MmioOutcome::Unsupported;
         };
-        for (k, chunk) in data.chunks_exact(4).enumerate() {
-            if let Ok(bytes) = <[u8; 4]>::try_from(chunk) {
-                entry.write_dword(field + k, u32::from_le_bytes(bytes));
+        let old = *entry;
+        match *data {
+            [a, b, c, d] => entry.write_dword(field, u32::from_le_bytes([a, b, c, d])),
+            [a, b, c, d, e, f, g, h] => {
+                entry.write_dword(field, u32::from_le_bytes([a, b, c, d]));
+                entry.write_dword(field + 1, u32::from_le_bytes([e, f, g, h]));
             }
+            _ => {}
         }
-        self.after_change(i);
+        let new = *entry;
+        if new != old {
+            self.after_change_entry(i, new);
+        }
         MmioOutcome::Done
     }
 
@@ -414,6 +550,33 @@ impl MsixState {
         BarAccess::Handled
     }
 
+    /// [`write_bar`](Self::write_bar) followed by the commit when due, as
+    /// [`write_table_commit`](Self::write_table_commit): returns the access and whether
+    /// `batch` was filled.
+    #[inline]
+    pub fn write_bar_commit(
+        &mut self,
+        bar: BarIndex,
+        offset: u64,
+        data: &[u8],
+        batch: &mut UpdateBatch,
+    ) -> (BarAccess, bool) {
+        match self.layout.classify(bar, offset, data.len()) {
+            GuestAccess::Table(o) => {
+                let (_, taken) = self.write_table_commit(o, data, batch);
+                (BarAccess::Handled, taken)
+            }
+            GuestAccess::Pba(o) => {
+                self.write_pba(o, data);
+                (BarAccess::Handled, self.commit_if_due(batch))
+            }
+            GuestAccess::Unsupported | GuestAccess::Hidden | GuestAccess::Unbacked => {
+                (BarAccess::Handled, self.commit_if_due(batch))
+            }
+            GuestAccess::Device(at) => (BarAccess::Forward(at), self.commit_if_due(batch)),
+        }
+    }
+
     /// The host reports that the device signalled `vector` (for example the VFIO eventfd
     /// fired while the vector's irqfd was detached because it was masked).
     pub fn signal(&mut self, vector: u16) -> Result<SignalOutcome, MsixError> {
@@ -439,6 +602,7 @@ impl MsixState {
     }
 
     /// Whether a batch is due (see [`crate::update`] for the rules).
+    #[inline]
     pub fn updates_due(&self) -> bool {
         self.tracker.due()
     }
@@ -456,17 +620,12 @@ impl MsixState {
     }
 
     /// As [`take_updates`](Self::take_updates), reusing `batch`'s allocations.
+    #[inline]
     pub fn take_updates_into(&mut self, batch: &mut UpdateBatch) {
         let entries = &self.entries;
         let (enabled, function_masked) = (self.enabled, self.function_masked);
-        self.tracker.take_into(batch, |i| match entries.get(i) {
-            Some(e) => Route {
-                address: e.address(),
-                data: e.data,
-                masked: e.masked() || function_masked,
-                enabled,
-            },
-            None => RESET_ROUTE,
+        self.tracker.take_into(batch, |i| {
+            route_of(entries.get(i), enabled, function_masked)
         });
     }
 

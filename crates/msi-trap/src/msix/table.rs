@@ -69,6 +69,7 @@ impl MsixEntry {
     }
 
     /// Writes dword `field` (0..=3), dropping read-only bits.
+    #[inline(always)]
     pub(crate) fn write_dword(&mut self, field: usize, value: u32) {
         match field {
             0 => self.address_lo = value & !3,
