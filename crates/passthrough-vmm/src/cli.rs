@@ -29,6 +29,13 @@ options:
   --report <path>       write the JSON report there (a summary always goes to stderr)
   --device <dev>        a VFIO cdev (/dev/vfio/devices/vfioN) or PCI address (bound to
                         vfio-pci) to pass through at 00:01.0
+  --viommu smmuv3       give the guest a virtual SMMUv3 in front of the device (needs
+                        --device and a kernel that offers an SMMUv3 vIOMMU): the guest owns
+                        stage 1, the device attaches to nested HWPTs that follow its STEs
+  --write-through <w>   auto (default): the guest's MSI address reaches the device (per
+                        vector MSI IOVA or a table write); off: the kernel's doorbell IOVA
+                        stays in the device's table (a negative control: under a guest
+                        stage 1 its MSIs fault)
   -h, --help            this text
 
 exit status: the N of the guest's last \"@@VMM status N\" console line when it powers off
@@ -115,6 +122,29 @@ pub struct VmmConfig {
     pub report: Option<PathBuf>,
     /// The device to pass through.
     pub device: Option<DeviceSpec>,
+    /// The guest's virtual IOMMU (`--viommu`).
+    pub viommu: Option<ViommuKind>,
+    /// `--write-through`.
+    pub write_through: WriteThrough,
+}
+
+/// A virtual IOMMU model the VMM can give its guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViommuKind {
+    /// An Arm SMMUv3 (`vsmmuv3`), accelerated by iommufd nesting.
+    SmmuV3,
+}
+
+/// Whether the guest's MSI address is written through to the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteThrough {
+    /// The doorbell planner's policy.
+    #[default]
+    Auto,
+    /// Leave the kernel's doorbell IOVA in the device's table (negative control).
+    Off,
 }
 
 impl VmmConfig {
@@ -130,6 +160,8 @@ impl VmmConfig {
             ram_base: None,
             report: None,
             device: None,
+            viommu: None,
+            write_through: WriteThrough::Auto,
         }
     }
 
@@ -139,6 +171,12 @@ impl VmmConfig {
     pub fn unvalidated_layout(&self) -> MemoryLayout {
         let mut layout = MemoryLayout::new(self.cpus, self.mem_mib.saturating_mul(1 << 20));
         layout.its.base = self.its_base.unwrap_or(DEFAULT_ITS_BASE);
+        if self.viommu.is_some() {
+            layout.smmu = Some(crate::layout::Region::new(
+                crate::layout::DEFAULT_SMMU_BASE,
+                crate::layout::SMMU_SIZE,
+            ));
+        }
         if let Some(base) = self.ram_base {
             layout.ram.base = base;
         }
@@ -187,6 +225,9 @@ pub enum UsageError {
     /// No `--kernel`.
     #[error("--kernel is required")]
     NoKernel,
+    /// An option that only means something for a passed-through device.
+    #[error("{0} needs --device")]
+    NeedsDevice(&'static str),
 }
 
 /// Parses `0x`-prefixed hexadecimal or decimal.
@@ -243,6 +284,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
     let mut ram_base = None;
     let mut report = None;
     let mut device = None;
+    let mut viommu = None;
+    let mut write_through = None;
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -262,6 +305,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
                 | "--ram-base"
                 | "--report"
                 | "--device"
+                | "--viommu"
+                | "--write-through"
         ) {
             return Err(UsageError::UnknownOption(arg));
         }
@@ -330,6 +375,21 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
                 })?;
                 set_once(&mut device, &flag, spec)?
             }
+            "--viommu" => {
+                let kind = match value.as_str() {
+                    "smmuv3" => ViommuKind::SmmuV3,
+                    _ => return Err(invalid("--viommu", &value, "smmuv3")),
+                };
+                set_once(&mut viommu, &flag, kind)?
+            }
+            "--write-through" => {
+                let w = match value.as_str() {
+                    "auto" => WriteThrough::Auto,
+                    "off" => WriteThrough::Off,
+                    _ => return Err(invalid("--write-through", &value, "auto or off")),
+                };
+                set_once(&mut write_through, &flag, w)?
+            }
             _ => unreachable!("filtered above"),
         }
     }
@@ -347,7 +407,16 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
     cfg.its_base = its_base;
     cfg.ram_base = ram_base;
     cfg.report = report;
+    if device.is_none() && (viommu.is_some() || write_through.is_some()) {
+        return Err(UsageError::NeedsDevice(if viommu.is_some() {
+            "--viommu"
+        } else {
+            "--write-through"
+        }));
+    }
     cfg.device = device;
+    cfg.viommu = viommu;
+    cfg.write_through = write_through.unwrap_or_default();
     Ok(Command::Run(cfg))
 }
 

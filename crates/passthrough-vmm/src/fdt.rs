@@ -22,6 +22,11 @@
 //!   `msi-map = <0 &its 0 0x10000>` so that the ITS DeviceID of a function is its requester
 //!   ID (`Documentation/devicetree/bindings/pci/pci-msi.txt`).
 //!
+//! - `/iommu@...` (with `--viommu smmuv3`): `arm,smmu-v3` (`Documentation/devicetree/
+//!   bindings/iommu/arm,smmu-v3.yaml`): `reg` = the 128 KiB frame, edge SPIs named "eventq",
+//!   "gerror", "cmdq-sync", `#iommu-cells = <1>`, `dma-coherent`; the PCIe host then also has
+//!   `iommu-map = <0 &smmu 0 0x10000>` (StreamID = RID, `pci-iommu.txt`).
+//!
 //! There is never a `/reserved-memory` node: the design gives the guest no RMR-like hole
 //! to respect (`tests::no_reserved_memory_node`).
 
@@ -35,6 +40,13 @@ use crate::uart::{UART_CLOCK_HZ, UART_SPI};
 pub const GIC_PHANDLE: u32 = 1;
 /// Phandle of the ITS.
 pub const ITS_PHANDLE: u32 = 2;
+/// Phandle of the virtual SMMUv3.
+pub const SMMU_PHANDLE: u32 = 3;
+/// The virtual SMMUv3's wired interrupts, in `interrupt-names` order: "eventq", "gerror",
+/// "cmdq-sync" (SPIs 2, 3, 4; edge-rising, as the SMMU signals edges).
+pub const SMMU_SPIS: [u32; 3] = [2, 3, 4];
+/// `IRQ_TYPE_EDGE_RISING` in the third cell.
+const IRQ_TYPE_EDGE_RISING: u32 = 1;
 
 /// `GIC_SPI` in the GIC interrupt specifier's first cell.
 const GIC_SPI: u32 = 0;
@@ -194,6 +206,25 @@ fn write_tree(cfg: &FdtConfig<'_>) -> FdtWriterResult<Vec<u8>> {
     }
     fdt.end_node(chosen)?;
 
+    if let Some(smmu) = l.smmu {
+        let node = fdt.begin_node(&format!("iommu@{:x}", smmu.base))?;
+        fdt.property_string("compatible", "arm,smmu-v3")?;
+        fdt.property_array_u64("reg", &reg(smmu))?;
+        let mut irqs = Vec::with_capacity(9);
+        for spi in SMMU_SPIS {
+            irqs.extend_from_slice(&[GIC_SPI, spi, IRQ_TYPE_EDGE_RISING]);
+        }
+        fdt.property_array_u32("interrupts", &irqs)?;
+        fdt.property_string_list(
+            "interrupt-names",
+            vec!["eventq".into(), "gerror".into(), "cmdq-sync".into()],
+        )?;
+        fdt.property_u32("#iommu-cells", 1)?;
+        fdt.property_null("dma-coherent")?;
+        fdt.property_phandle(SMMU_PHANDLE)?;
+        fdt.end_node(node)?;
+    }
+
     let pcie = fdt.begin_node(&format!("pcie@{:x}", l.ecam.base))?;
     fdt.property_string("compatible", "pci-host-ecam-generic")?;
     fdt.property_string("device_type", "pci")?;
@@ -215,6 +246,10 @@ fn write_tree(cfg: &FdtConfig<'_>) -> FdtWriterResult<Vec<u8>> {
     fdt.property_array_u32("ranges", &ranges)?;
     // msi-map = <rid-base msi-controller msi-base length>: RID r -> DeviceID r.
     fdt.property_array_u32("msi-map", &[0, ITS_PHANDLE, 0, 0x1_0000])?;
+    if l.smmu.is_some() {
+        // iommu-map = <rid-base iommu iommu-base length>: RID r -> StreamID r.
+        fdt.property_array_u32("iommu-map", &[0, SMMU_PHANDLE, 0, 0x1_0000])?;
+    }
     fdt.property_null("dma-coherent")?;
     fdt.end_node(pcie)?;
 
@@ -393,6 +428,69 @@ mod tests {
             );
             assert_eq!(fdt.memory_reservations().count(), 0);
         }
+    }
+
+    /// With a vSMMU: the `arm,smmu-v3` node, its interrupts and `iommu-map` on the host
+    /// bridge naming it (StreamID = RID), and still nothing that reserves or identity-maps
+    /// an MSI window (no reserved-memory node, no memory reservation).
+    #[test]
+    fn viommu_node_and_iommu_map() {
+        let mut layout = MemoryLayout::new(2, 256 << 20);
+        layout.smmu = Some(Region::new(
+            crate::layout::DEFAULT_SMMU_BASE,
+            crate::layout::SMMU_SIZE,
+        ));
+        layout.validate().unwrap();
+        let blob = build(&layout, None);
+        let fdt = Fdt::new(&blob).unwrap();
+        let smmu = "/iommu@9000000";
+        assert_eq!(
+            std::str::from_utf8(prop(&fdt, smmu, "compatible")).unwrap(),
+            "arm,smmu-v3\0"
+        );
+        assert_eq!(u64s(prop(&fdt, smmu, "reg")), [0x0900_0000, 0x2_0000]);
+        assert_eq!(
+            u32s(prop(&fdt, smmu, "interrupts")),
+            [0, 2, 1, 0, 3, 1, 0, 4, 1]
+        );
+        assert_eq!(
+            prop(&fdt, smmu, "interrupt-names"),
+            b"eventq\0gerror\0cmdq-sync\0"
+        );
+        assert_eq!(u32s(prop(&fdt, smmu, "#iommu-cells")), [1]);
+        assert_eq!(u32s(prop(&fdt, smmu, "phandle")), [SMMU_PHANDLE]);
+        let pcie = "/pcie@30000000";
+        assert_eq!(
+            u32s(prop(&fdt, pcie, "iommu-map")),
+            [0, SMMU_PHANDLE, 0, 0x1_0000]
+        );
+        assert_eq!(
+            u32s(prop(&fdt, pcie, "msi-map")),
+            [0, ITS_PHANDLE, 0, 0x1_0000]
+        );
+        assert!(
+            fdt.all_nodes()
+                .all(|n| !n.name.starts_with("reserved-memory"))
+        );
+        assert_eq!(fdt.memory_reservations().count(), 0);
+        // Without a vSMMU, no node and no iommu-map.
+        let plain = build(&MemoryLayout::new(2, 256 << 20), None);
+        let fdt = Fdt::new(&plain).unwrap();
+        assert!(fdt.find_node(smmu).is_none());
+        assert!(fdt.find_node(pcie).unwrap().property("iommu-map").is_none());
+    }
+
+    #[test]
+    fn smmu_region_is_validated() {
+        let mut layout = MemoryLayout::new(1, 256 << 20);
+        layout.smmu = Some(Region::new(0x0901_0000, crate::layout::SMMU_SIZE));
+        assert!(layout.validate().is_err(), "128 KiB alignment");
+        layout.smmu = Some(Region::new(0x0900_0000, 0x1_0000));
+        assert!(layout.validate().is_err(), "both pages");
+        layout.smmu = Some(Region::new(0x0600_0000, crate::layout::SMMU_SIZE));
+        assert!(layout.validate().is_err(), "overlaps the UART");
+        layout.smmu = Some(Region::new(0x0800_0000, crate::layout::SMMU_SIZE));
+        assert!(layout.validate().is_err(), "inside the host MSI window");
     }
 
     #[test]

@@ -46,6 +46,12 @@ pub const GICR_SIZE_PER_CPU: u64 = 0x2_0000;
 /// Size of the ITS register space: the control frame and the translation frame (IHI 0069H
 /// 12.19, "The ITS register map"), as KVM expects (`KVM_VGIC_V3_ITS_SIZE`).
 pub const ITS_SIZE: u64 = 0x2_0000;
+/// Size of the virtual SMMUv3's register frame: page 0 and page 1 (Arm IHI 0070 6.1, 64 KiB
+/// pages), at a 128 KiB aligned base.
+pub const SMMU_SIZE: u64 = 0x2_0000;
+/// Where the virtual SMMUv3 goes with `--viommu smmuv3`: below the host MSI window, away
+/// from every other fixed region.
+pub const DEFAULT_SMMU_BASE: u64 = 0x0900_0000;
 /// Offset of `GITS_TRANSLATER` from the ITS base: frame 1 (ITS_base + 0x10000), register
 /// 0x0040 (IHI 0069H 12.19.23).
 pub const GITS_TRANSLATER_OFFSET: u64 = 0x1_0040;
@@ -128,6 +134,8 @@ pub enum RegionKind {
     PciMmio32,
     /// Guest RAM.
     Ram,
+    /// The virtual SMMUv3's register frame (page 0 and page 1).
+    Smmu,
 }
 
 impl fmt::Display for RegionKind {
@@ -140,6 +148,7 @@ impl fmt::Display for RegionKind {
             RegionKind::PciEcam => "PCIe ECAM",
             RegionKind::PciMmio32 => "PCIe MMIO32 window",
             RegionKind::Ram => "RAM",
+            RegionKind::Smmu => "vSMMUv3",
         })
     }
 }
@@ -268,6 +277,8 @@ pub struct MemoryLayout {
     pub pci_mmio32: Region,
     /// Guest RAM.
     pub ram: Region,
+    /// The virtual SMMUv3 (`--viommu smmuv3`), when the guest has one.
+    pub smmu: Option<Region>,
     /// The host's MSI window that only the vITS may intersect, if any.
     pub host_msi_window: Option<Region>,
     /// IPA size of the VM in bits.
@@ -292,6 +303,7 @@ impl MemoryLayout {
             ecam: Region::new(0x3000_0000, ECAM_BUS_SIZE),
             pci_mmio32: Region::new(0x1000_0000, 0x2000_0000),
             ram: Region::new(0x4000_0000, ram_size),
+            smmu: None,
             host_msi_window: Some(HOST_MSI_WINDOW),
             ipa_bits: DEFAULT_IPA_BITS,
         }
@@ -328,6 +340,9 @@ impl MemoryLayout {
             (RegionKind::PciMmio32, self.pci_mmio32),
             (RegionKind::Ram, self.ram),
         ];
+        if let Some(smmu) = self.smmu {
+            all.push((RegionKind::Smmu, smmu));
+        }
         all.sort_by_key(|(_, r)| r.base);
         all
     }
@@ -372,6 +387,15 @@ impl MemoryLayout {
                     align,
                 });
             }
+        }
+        if let Some(smmu) = self.smmu
+            && (smmu.size != SMMU_SIZE || smmu.base % SMMU_SIZE != 0)
+        {
+            return Err(LayoutError::Misaligned {
+                kind: RegionKind::Smmu,
+                region: smmu,
+                align: SMMU_SIZE,
+            });
         }
         if self.its.size != ITS_SIZE {
             return Err(LayoutError::Misaligned {

@@ -65,5 +65,6 @@ pub mod passthrough;
 pub mod pci;
 pub mod report;
 pub mod uart;
+pub mod viommu;
 #[cfg(target_arch = "aarch64")]
 pub mod vm;

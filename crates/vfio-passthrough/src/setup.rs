@@ -23,6 +23,7 @@ use iommufd_ioas::{Access, Ioas, Iommufd, IovaRange};
 use msi_trap::caps::CapabilityList;
 use msi_trap::msix::cap::MsixCapability;
 use msi_trap::msix::layout::RelocationPolicy;
+use msi_trap::write_through::DoorbellPolicy;
 use vfio_cdev::{IrqIndex, PciAddress, VfioDevice};
 use vm_memory::GuestMemoryBackend;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -298,6 +299,30 @@ impl AttachedDevice {
     /// The IOAS the device is attached to.
     pub fn ioas(&self) -> &Arc<Ioas> {
         &self.ioas
+    }
+
+    /// The iommufd the device is bound to.
+    pub fn iommufd(&self) -> &Arc<Iommufd> {
+        &self._iommufd
+    }
+
+    /// The device's iommufd device ID.
+    pub fn dev_id(&self) -> Option<u32> {
+        self.backend.device().dev_id()
+    }
+
+    /// An attacher for the device (see [`vfio_cdev::Attacher`]): how a virtual IOMMU moves
+    /// the device to the nested HWPTs that follow its guest's STEs, while the passthrough
+    /// device owns the device itself.
+    pub fn attacher(&self) -> Result<vfio_cdev::Attacher> {
+        Ok(self.backend.device().attacher()?)
+    }
+
+    /// Replaces the write-through policy the plan chose. For tests and negative controls:
+    /// `DoorbellPolicy::KernelProgrammed` leaves the kernel's doorbell IOVA in the device's
+    /// table, which under a guest stage 1 does not translate, so the device's MSIs fault.
+    pub fn override_policy(&mut self, policy: DoorbellPolicy) {
+        self.plan.policy = policy;
     }
 
     /// The guest RAM ranges mapped at IOVA = GPA.
