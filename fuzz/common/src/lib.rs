@@ -27,6 +27,7 @@ pub mod planner;
 pub mod region_caps;
 pub mod vimsic;
 pub mod vits;
+pub mod vsmmuv3;
 pub mod wire;
 
 /// Every target: its name (the `fuzz_targets/<name>.rs` binary and corpus directory), its
@@ -78,6 +79,11 @@ pub fn targets() -> Vec<Target> {
             name: "planner",
             seeds: encode_seeds(planner::seeds()),
             replay: |b| planner::run(&planner::PlannerInput::from_bytes(b)),
+        },
+        Target {
+            name: "vsmmuv3",
+            seeds: encode_seeds(vsmmuv3::seeds()),
+            replay: |b| vsmmuv3::run(&vsmmuv3::VsmmuInput::from_bytes(b)),
         },
     ]
 }
