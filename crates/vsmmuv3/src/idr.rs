@@ -570,6 +570,7 @@ mod tests {
         assert_eq!(c.cmdq_log2(), 19);
         assert_eq!(c.evtq_log2(), 19);
         assert_eq!(c.idr[0] & idr0::CD2L, 0);
+        assert_eq!(c.idr[0], 0x0d40_301a, "the value the README quotes");
     }
 
     #[test]
