@@ -4,7 +4,7 @@
 //! The end-to-end passthrough run in the QEMU test host, and the project's demo.
 //!
 //! ```text
-//! cargo run -p passthrough-vmm --example testhost_e2e -- [--demo] [--kernel IMAGE] [--busybox PATH]
+//! cargo run -p passthrough-vmm --example testhost_e2e -- [--demo] [--viommu] [--kernel IMAGE] [--busybox PATH]
 //! ```
 //!
 //! Cross-builds `passthrough-vmm` and this crate's tests, packs an L2 initramfs (busybox and
@@ -19,7 +19,13 @@
 //! the default, or `patched`) says which UAPI the kernel has and is passed to the tests; with
 //! `patched` and no kernel given, the project's recipe (`tests/testhost/kernel`, patches
 //! applied) is built once per machine and cached. Busybox from `testhost setup`'s cache.
-//! Files go to `<workspace>/target/testhost/e2e[-patched]`.
+//! Files go to `<workspace>/target/testhost/e2e[-viommu][-patched]`.
+//!
+//! `--viommu`: the run with a virtual SMMUv3 in L2 (`tests/e2e.rs`,
+//! `viommu_end_to_end_without_rmr`, and its negative control). L1 boots with the test-only
+//! switch `arm_smmu_v3.viommu_assume_coherent=1` (that boot only) and `TESTHOST_VIOMMU=1`, on
+//! the `viommu` kernel (`$TESTHOST_KERNEL`, else `../shared/kernel/Image-arm64-viommu`, else
+//! the recipe's `viommu` variant) or, with `TESTHOST_KERNEL_VARIANT=patched`, the patched one.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,12 +60,14 @@ fn run() -> Result<bool, testhost::Error> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let workspace = workspace.canonicalize().unwrap_or(workspace);
     let mut demo = false;
+    let mut viommu = false;
     let mut kernel = std::env::var_os("TESTHOST_KERNEL").map(PathBuf::from);
     let mut busybox = PathBuf::from("/var/cache/passthrough-testhost/busybox/bin/busybox");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--demo" => demo = true,
+            "--viommu" => viommu = true,
             "--kernel" => kernel = args.next().map(PathBuf::from),
             "--busybox" => busybox = args.next().map(PathBuf::from).unwrap_or(busybox),
             other => {
@@ -70,15 +78,20 @@ fn run() -> Result<bool, testhost::Error> {
             }
         }
     }
-    let variant = std::env::var("TESTHOST_KERNEL_VARIANT").unwrap_or_else(|_| "upstream".into());
+    let default_variant = if viommu { "viommu" } else { "upstream" };
+    let variant =
+        std::env::var("TESTHOST_KERNEL_VARIANT").unwrap_or_else(|_| default_variant.into());
+    let cache = std::env::var_os("TESTHOST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(testhost::cli::DEFAULT_CACHE));
+    let shared_viommu = workspace.join("../shared/kernel/Image-arm64-viommu");
     let kernel = match (kernel, variant.as_str()) {
         (Some(k), _) => k,
-        (None, "patched") => {
-            eprintln!("testhost_e2e: building (or reusing) the patched kernel of the recipe");
-            let cache = std::env::var_os("TESTHOST_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(testhost::cli::DEFAULT_CACHE));
-            let recipe = testhost::kernel::KernelRecipe::in_workspace(&workspace);
+        (None, "viommu") if shared_viommu.is_file() => shared_viommu,
+        (None, "patched" | "viommu") => {
+            eprintln!("testhost_e2e: building (or reusing) the {variant} kernel of the recipe");
+            let recipe = testhost::kernel::KernelRecipe::in_workspace(&workspace)
+                .with_variant(variant.clone());
             testhost::kernel::resolve_kernel(None, &recipe, &cache)?
                 .path()
                 .to_path_buf()
@@ -100,11 +113,11 @@ fn run() -> Result<bool, testhost::Error> {
     let vmm = cross.build_bins("passthrough-vmm", &["passthrough-vmm".to_owned()])?;
     let tests = cross.build_tests(&["passthrough-vmm".to_owned()])?;
 
-    let run_dir = workspace.join(if variant == "patched" {
-        "target/testhost/e2e-patched"
-    } else {
-        "target/testhost/e2e"
-    });
+    let run_dir = workspace.join(format!(
+        "target/testhost/e2e{}{}",
+        if viommu { "-viommu" } else { "" },
+        if variant == "patched" { "-patched" } else { "" }
+    ));
     std::fs::create_dir_all(&run_dir).map_err(io_err("create", &run_dir))?;
     let l2 = run_dir.join("l2-e2e.cpio");
     let mut l2_fs = Initramfs::new();
@@ -123,6 +136,11 @@ fn run() -> Result<bool, testhost::Error> {
         .cpus(2)
         .memory_mib(2048)
         .timeout(Duration::from_secs(900));
+    if viommu {
+        // Only this boot gets the test-only switch; the tests learn it is the vIOMMU boot.
+        host.kernel_arg("arm_smmu_v3.viommu_assume_coherent=1")
+            .kernel_arg("TESTHOST_VIOMMU=1");
+    }
     host.files()
         .dir("/testhost/vmm", 0o755)?
         .host_file("/testhost/vmm/passthrough-vmm", 0o755, &vmm[0].executable)?
@@ -130,12 +148,17 @@ fn run() -> Result<bool, testhost::Error> {
         .host_file("/testhost/vmm/l2-e2e.cpio", 0o644, &l2)?;
     for t in &tests {
         let suite = t.suite_name();
-        if demo && !suite.ends_with("e2e") {
+        if (demo || viommu) && !suite.ends_with("e2e") {
             continue;
         }
         let guest = format!("/testhost/bin/{}", suite.replace('/', "-"));
         host.files().host_file(&guest, 0o755, &t.executable)?;
-        host.step(PlanStep::libtest(suite, guest).env("TESTHOST_KERNEL_VARIANT", variant.clone()));
+        let mut step =
+            PlanStep::libtest(suite, guest).env("TESTHOST_KERNEL_VARIANT", variant.clone());
+        if viommu {
+            step = step.env("TESTHOST_VIOMMU", "1");
+        }
+        host.step(step);
     }
     host.step(PlanStep::lines("e2e-report", "/bin/busybox").args(["cat", "/tmp/e2e-report.txt"]));
     eprintln!(

@@ -61,6 +61,8 @@ pub mod console;
 pub mod fdt;
 pub mod layout;
 pub mod mmio;
+#[cfg(target_arch = "aarch64")]
+pub mod nested;
 pub mod passthrough;
 pub mod pci;
 pub mod report;

@@ -44,6 +44,7 @@ pub fn guest_map(layout: &MemoryLayout) -> GuestMap {
         named("uart", layout.uart),
         named("pcie-ecam", layout.ecam),
         named("pcie-mmio32", layout.pci_mmio32),
+        layout.smmu.and_then(|r| named("smmu", r)),
     ]
     .into_iter()
     .flatten()
@@ -189,6 +190,67 @@ pub struct PassthroughReport {
     pub addresses_written_through: bool,
     /// Host-side faults during the run.
     pub faults: FaultCounters,
+    /// The guest's virtual IOMMU, when it has one.
+    pub viommu: Option<ViommuReport>,
+}
+
+/// How the device's MSI address reached it under a guest vIOMMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteThroughPath {
+    /// The address words written into the real table through the `MSIX_MAPPABLE` mapping.
+    MsixMmap,
+    /// Set per vector with the proposed `VFIO_IRQ_SET_DATA_MSI_IOVA`.
+    MsiIova,
+    /// Not written through: the kernel's doorbell IOVA stayed (negative control).
+    Off,
+}
+
+impl WriteThroughPath {
+    /// The report's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteThroughPath::MsixMmap => "msix-mmap",
+            WriteThroughPath::MsiIova => "msi-iova",
+            WriteThroughPath::Off => "off",
+        }
+    }
+}
+
+/// The guest's virtual IOMMU in the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViommuReport {
+    /// `smmuv3`.
+    pub kind: &'static str,
+    /// The frame's guest physical address.
+    pub base: u64,
+    /// The vDEVICE's virtual StreamID (the device's RID, `iommu-map` identity).
+    pub vsid: u32,
+    /// The host SMMU's IDR0-5 (from `IOMMU_GET_HW_INFO`) and the guest's.
+    pub host_idr: [u32; 6],
+    /// The ID registers the guest reads.
+    pub guest_idr: [u32; 6],
+    /// Whether the guest enabled its SMMU (`SMMU_CR0.SMMUEN`) by the end.
+    pub guest_enabled: bool,
+    /// Whether the device's stream was ever installed with a guest stage 1.
+    pub guest_stage1: bool,
+    /// The STE the device's stream had last: `abort`, `bypass` or `stage1`.
+    pub last_ste: String,
+    /// How the guest's address reached the device.
+    pub write_through: WriteThroughPath,
+    /// Whether the guest's device tree had a reserved-memory node (never).
+    pub reserved_memory_node: bool,
+    /// The vSMMU's counters.
+    pub counters: crate::viommu::ViommuCounters,
+    /// The iommufd backend's counters.
+    pub backend: vsmmuv3::iommufd::IommufdStats,
+    /// Event records the kernel delivered on the vEVENTQ.
+    pub host_events: u64,
+    /// Of those, translation faults (`F_TRANSLATION`, `F_ADDR_SIZE`, `F_ACCESS`,
+    /// `F_PERMISSION`).
+    pub host_translation_faults: u64,
+    /// The first few faulting addresses (gIOVAs), for the report.
+    pub fault_addresses: Vec<u64>,
 }
 
 impl PassthroughReport {
@@ -239,6 +301,48 @@ impl PassthroughReport {
             self.addresses_written_through,
             self.faults
         );
+        if let Some(v) = &self.viommu {
+            let _ = writeln!(
+                s,
+                "viommu: {} nested, guest stage 1 {}, RMR: none, reserved-memory node: {}",
+                v.kind,
+                if v.guest_stage1 { "on" } else { "off" },
+                v.reserved_memory_node
+            );
+            for r in &self.vectors {
+                let _ = writeln!(
+                    s,
+                    "vector {}: gIOVA {:#x} -> doorbell IPA {} (guest stage 1); device table address {} (via {})",
+                    r.index,
+                    r.guest_address,
+                    r.route_address
+                        .map_or("none".to_owned(), |a| format!("{a:#x}")),
+                    r.device_address
+                        .map_or("unreadable".to_owned(), |a| format!("{a:#x}")),
+                    v.write_through.name()
+                );
+            }
+            let _ = writeln!(
+                s,
+                "viommu: {} vEVENTQ records ({} translation faults{}), last STE {}, backend {:?}",
+                v.host_events,
+                v.host_translation_faults,
+                if v.fault_addresses.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " at {}",
+                        v.fault_addresses
+                            .iter()
+                            .map(|a| format!("{a:#x}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+                v.last_ste,
+                v.backend
+            );
+        }
         s
     }
 }
@@ -337,6 +441,7 @@ mod tests {
             guest_address: 0x800_0040,
             guest_data: 5,
             device_address: d,
+            route_address: Some(0x800_0040),
             enables: 1,
         };
         assert!(all_written_through(&[]));

@@ -56,6 +56,21 @@ struct Inner<B, S> {
     backend: B,
     sink: S,
     counters: ViommuCounters,
+    /// Host streams the guest ever gave a stage 1.
+    stage1_seen: std::collections::BTreeSet<u32>,
+}
+
+impl<B, S> Inner<B, S> {
+    fn note_stage1(&mut self) {
+        let Inner {
+            smmu, stage1_seen, ..
+        } = self;
+        for sid in smmu.host_streams() {
+            if matches!(smmu.installed(sid), Some(vsmmuv3::GuestSte::Stage1(_))) {
+                stage1_seen.insert(sid);
+            }
+        }
+    }
 }
 
 /// A virtual SMMUv3 on the VMM's MMIO bus.
@@ -90,6 +105,7 @@ where
                 backend,
                 sink,
                 counters: ViommuCounters::default(),
+                stage1_seen: std::collections::BTreeSet::new(),
             }),
             mem,
             doorbell,
@@ -164,6 +180,12 @@ where
         f(&g.smmu, &g.backend)
     }
 
+    /// Whether the guest ever configured host stream `sid` with a stage 1 (an STE whose
+    /// Config is stage-1 translation, installed as a nested HWPT).
+    pub fn stage1_seen(&self, sid: u32) -> bool {
+        self.lock().stage1_seen.contains(&sid)
+    }
+
     /// Whether the model's SMMU is enabled by the guest (`SMMU_CR0.SMMUEN`).
     pub fn guest_enabled(&self) -> bool {
         let mut v = [0u8; 4];
@@ -187,20 +209,25 @@ where
     fn mmio_write(&self, offset: u64, data: &[u8]) {
         let changes = {
             let mut g = self.lock();
-            let Inner {
-                smmu,
-                backend,
-                sink,
-                counters,
-            } = &mut *g;
-            counters.writes += 1;
-            let mut progress = smmu.mmio_write(&self.mem, backend, sink, offset, data);
-            // The model bounds the work of one call; the queue the guest published is
-            // finite (at most 2^CMDQS entries), so the rest is consumed here.
-            while progress.more {
-                progress = smmu.process_pending(&self.mem, backend, sink);
-            }
-            smmu.take_changed_streams()
+            let changes = {
+                let Inner {
+                    smmu,
+                    backend,
+                    sink,
+                    counters,
+                    ..
+                } = &mut *g;
+                counters.writes += 1;
+                let mut progress = smmu.mmio_write(&self.mem, backend, sink, offset, data);
+                // The model bounds the work of one call; the queue the guest published is
+                // finite (at most 2^CMDQS entries), so the rest is consumed here.
+                while progress.more {
+                    progress = smmu.process_pending(&self.mem, backend, sink);
+                }
+                smmu.take_changed_streams()
+            };
+            g.note_stage1();
+            changes
         };
         self.notify(&changes);
     }
@@ -381,6 +408,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(s.stage1_seen(SID));
+        assert!(!s.stage1_seen(SID + 1));
         s.with(|m, b| {
             assert!(matches!(m.installed(SID), Some(GuestSte::Stage1(_))));
             assert!(b.installs().iter().any(|(sid, _)| *sid == SID));

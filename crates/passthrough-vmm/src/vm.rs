@@ -227,6 +227,9 @@ pub struct Vm {
     uart: Arc<Uart>,
     pci: Arc<PciBus>,
     slots: Vec<(u32, Region)>,
+    /// Whether the device tree `load` wrote has a reserved-memory node (it never has; the
+    /// report checks the blob itself).
+    reserved_memory_node: bool,
 }
 
 impl std::fmt::Debug for Vm {
@@ -356,6 +359,7 @@ impl Vm {
             uart,
             pci,
             slots: vec![(RAM_SLOT, ram)],
+            reserved_memory_node: false,
             layout,
         })
     }
@@ -378,6 +382,12 @@ impl Vm {
     /// The MMIO bus: add handlers here (BAR traps are added by the PCI bus itself).
     pub fn mmio_bus(&self) -> &Arc<MmioBus> {
         &self.mmio
+    }
+
+    /// Whether the device tree [`load`](Self::load) wrote has a `reserved-memory` node,
+    /// read from the blob itself (the builder never makes one).
+    pub fn reserved_memory_node(&self) -> bool {
+        self.reserved_memory_node
     }
 
     /// The PCI bus behind the ECAM window: add functions here.
@@ -535,6 +545,7 @@ impl Vm {
             cmdline,
             initrd: plan.initrd,
         })?;
+        self.reserved_memory_node = dtb.windows(15).any(|w| w == b"reserved-memory");
         self.memory
             .write_slice(&dtb, GuestAddress(plan.dtb.base))
             .map_err(|e| VmError::GuestWrite {
@@ -679,6 +690,9 @@ fn vcpu_loop(
 
 /// A passed-through device once attached, with what its report needs.
 struct Passthrough {
+    /// The guest's vSMMU objects (`--viommu`): shut down before the device goes.
+    nested: Option<crate::nested::Nested>,
+    write_through: crate::passthrough::WriteThroughPath,
     dev: crate::passthrough::SharedDevice<VfioBackend, Arc<Mutex<KvmMsiRouter>>, KvmSlotMapper>,
     device: String,
     devid: u32,
@@ -689,7 +703,56 @@ struct Passthrough {
 }
 
 impl Passthrough {
-    fn report(&self, its_doorbell: u64) -> crate::passthrough::PassthroughReport {
+    fn report(
+        &mut self,
+        its_doorbell: u64,
+        smmu_base: Option<u64>,
+        reserved_memory_node: bool,
+    ) -> crate::passthrough::PassthroughReport {
+        let viommu = self.nested.as_mut().map(|n| {
+            n.shutdown();
+            let (guest_idr, last, backend) = n.smmu.with(|m, b| {
+                let mut idr = [0u32; 6];
+                for (i, r) in idr.iter_mut().enumerate() {
+                    let mut v = [0u8; 4];
+                    m.mmio_read(vsmmuv3::regs::IDR0 + 4 * i as u64, &mut v);
+                    *r = u32::from_le_bytes(v);
+                }
+                (idr, m.installed(n.vsid), b.stats())
+            });
+            crate::passthrough::ViommuReport {
+                kind: "smmuv3",
+                base: smmu_base.unwrap_or(0),
+                vsid: n.vsid,
+                host_idr: n.host_idr,
+                guest_idr,
+                guest_enabled: n.smmu.guest_enabled(),
+                guest_stage1: n.smmu.stage1_seen(n.vsid),
+                last_ste: match last {
+                    Some(vsmmuv3::GuestSte::Abort) => "abort".to_owned(),
+                    Some(vsmmuv3::GuestSte::Bypass) => "bypass".to_owned(),
+                    Some(vsmmuv3::GuestSte::Stage1(v)) => {
+                        format!("stage1 {:#x}/{:#x}", v.0[0], v.0[1])
+                    }
+                    None => "none".to_owned(),
+                },
+                write_through: self.write_through,
+                reserved_memory_node,
+                counters: n.smmu.counters(),
+                backend,
+                host_events: n.events.records.load(std::sync::atomic::Ordering::Relaxed),
+                host_translation_faults: n
+                    .events
+                    .translation_faults
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                fault_addresses: n
+                    .events
+                    .fault_addresses
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            }
+        });
         let dev = self
             .dev
             .lock()
@@ -709,6 +772,7 @@ impl Passthrough {
             addresses_written_through: crate::passthrough::all_written_through(&vectors),
             vectors,
             faults: dev.faults(),
+            viommu,
         }
     }
 }
@@ -719,8 +783,39 @@ fn attach_passthrough(
     vm: &Vm,
     prepared: PreparedDevice,
     device: String,
+    cfg: &VmmConfig,
 ) -> Result<Passthrough, String> {
-    let attached = prepared.attach(vm.memory()).map_err(|e| e.to_string())?;
+    let mut attached = prepared.attach(vm.memory()).map_err(|e| e.to_string())?;
+    let devid = u32::from(crate::passthrough::PASSTHROUGH_SLOT.requester_id());
+    // The guest's vSMMU: the device moves to nested HWPTs that follow the guest's STEs.
+    let nested = match cfg.viommu {
+        Some(crate::cli::ViommuKind::SmmuV3) => Some(crate::nested::setup(
+            &attached,
+            devid,
+            vm.layout(),
+            vm.memory(),
+            vm.vm_fd(),
+            vm.mmio_bus(),
+        )?),
+        None => None,
+    };
+    let write_through = if cfg.write_through == crate::cli::WriteThrough::Off {
+        // Negative control: the kernel's doorbell IOVA stays in the device's table.
+        let doorbell_iova = attached
+            .observed_doorbell()
+            .unwrap_or_else(|| vm.layout().its_doorbell());
+        attached.override_policy(msi_trap::write_through::DoorbellPolicy::KernelProgrammed {
+            doorbell_iova,
+        });
+        crate::passthrough::WriteThroughPath::Off
+    } else {
+        match attached.plan().policy {
+            msi_trap::write_through::DoorbellPolicy::PerVectorIova => {
+                crate::passthrough::WriteThroughPath::MsiIova
+            }
+            _ => crate::passthrough::WriteThroughPath::MsixMmap,
+        }
+    };
     let plan = attached.plan().clone();
     let probes = attached.probes();
     let observed = attached.observed_doorbell();
@@ -735,11 +830,30 @@ fn attach_passthrough(
         Vec::new(),
     )));
     let mapper = KvmSlotMapper::new(Arc::clone(vm.vm_fd()), PASSTHROUGH_SLOTS);
-    let devid = u32::from(crate::passthrough::PASSTHROUGH_SLOT.requester_id());
-    let dev = attached
+    let mut dev = attached
         .into_device(router, mapper, devid, RelocationPolicy::IfShared)
         .map_err(|e| e.to_string())?;
+    if let Some(n) = &nested {
+        // Routes carry the doorbell GPA the guest's gIOVA translates to.
+        dev.set_msi_remapping(n.smmu.clone(), n.vsid);
+    }
     let dev = Arc::new(Mutex::new(dev));
+    if let Some(n) = &nested {
+        // The guest invalidated or changed its STE/CD: recompute the routes. A weak
+        // reference: the device holds the vSMMU (its remapping), not the other way round.
+        let weak = Arc::downgrade(&dev);
+        n.smmu.on_change(Box::new(move |_| {
+            if let Some(dev) = weak.upgrade() {
+                let changed = dev
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remap_changed();
+                if changed > 0 {
+                    log::info!("vSMMU invalidation: {changed} MSI route(s) recomputed");
+                }
+            }
+        }));
+    }
     vm.pci_bus()
         .add(
             crate::passthrough::PASSTHROUGH_SLOT,
@@ -749,6 +863,8 @@ fn attach_passthrough(
         )
         .map_err(|e| e.to_string())?;
     Ok(Passthrough {
+        nested,
+        write_through,
         dev,
         device,
         devid,
@@ -801,7 +917,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
                 map: crate::passthrough::guest_map(&layout),
                 preferred_base: cfg.its_base,
                 strategy: StrategyChoice::Auto,
-                viommu: false,
+                viommu: cfg.viommu.is_some(),
             };
             let prepared = match PreparedDevice::open(&crate::passthrough::setup_spec(spec), guest)
             {
@@ -825,7 +941,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
     };
     let layout = vm.layout().clone();
     let passthrough = match prepared {
-        Some((prepared, name)) => match attach_passthrough(&vm, prepared, name) {
+        Some((prepared, name)) => match attach_passthrough(&vm, prepared, name, cfg) {
             Ok(p) => Some(p),
             Err(e) => return failed(&layout, format!("passthrough: {e}")),
         },
@@ -833,8 +949,10 @@ pub fn run(cfg: &VmmConfig) -> Report {
     };
     let uart = Arc::clone(vm.uart());
     let mmio = Arc::clone(vm.mmio_bus());
+    let mut reserved_memory_node = false;
     let (boot, exit, setup) = match vm.load(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline) {
         Ok(plan) => {
+            reserved_memory_node = vm.reserved_memory_node();
             let setup = ms(Instant::now());
             let exit = vm.run().unwrap_or_else(|e| GuestExit::Error(e.to_string()));
             (Some(plan), exit, setup)
@@ -855,6 +973,12 @@ pub fn run(cfg: &VmmConfig) -> Report {
             total_ms: ms(Instant::now()),
         },
     );
-    report.passthrough = passthrough.map(|p| p.report(layout.its_doorbell()));
+    report.passthrough = passthrough.map(|mut p| {
+        p.report(
+            layout.its_doorbell(),
+            layout.smmu.map(|r| r.base),
+            reserved_memory_node,
+        )
+    });
     report
 }

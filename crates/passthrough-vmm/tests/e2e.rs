@@ -20,6 +20,17 @@
 //!
 //! It runs twice in one L1 boot, proving that teardown leaves nothing behind.
 //!
+//! With a virtual IOMMU (`viommu_end_to_end_without_rmr`, in the L1 boot that has the
+//! test-only vIOMMU switch and `TESTHOST_VIOMMU=1`, see `examples/testhost_e2e.rs --viommu`):
+//! the VMM gives L2 a virtual SMMUv3 (`--viommu smmuv3`); L2's arm-smmu-v3 driver binds it
+//! and the igb sits in a translated DMA domain (`iommu.passthrough=0`), so the guest programs
+//! a gIOVA of its own choosing into the MSI-X table. The report must show that gIOVA in the
+//! device's real table (written through), the route at the vITS doorbell IPA the guest's
+//! stage 1 translates it to, no RMR and no reserved-memory node, pings and rising interrupts,
+//! also after the guest unbinds and rebinds the igb driver. Then the negative control in the
+//! same L1 boot: with the write-through off the device keeps the kernel's doorbell address,
+//! its MSIs fault in the guest's stage 1 (events on the vEVENTQ) and no interrupt arrives.
+//!
 //! Inputs in L1: the VMM (`$PASSTHROUGH_VMM_BIN`, else `/testhost/vmm/passthrough-vmm`),
 //! the L2 kernel (`/testhost/vmm/Image`), the L2 initramfs (`/testhost/vmm/l2-e2e.cpio`),
 //! `TESTHOST_VFIO_BDFS` (set by the test host's `/init`). `TESTHOST_KERNEL_VARIANT=patched`
@@ -182,17 +193,43 @@ fn patched() -> bool {
     std::env::var("TESTHOST_KERNEL_VARIANT").is_ok_and(|v| v == "patched")
 }
 
+/// The L1 boot for the vIOMMU run (the kernel has the test-only switch on).
+fn viommu_boot() -> bool {
+    std::env::var("TESTHOST_VIOMMU").is_ok_and(|v| v == "1")
+}
+
+/// What the VMM gives L2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// No vIOMMU: the guest programs the vITS doorbell GPA.
+    Plain,
+    /// A virtual SMMUv3; the guest programs a gIOVA, written through.
+    Viommu,
+    /// A virtual SMMUv3 and `--write-through off`.
+    Negative,
+}
+
 /// On the patched kernel the old window is free: the guest's RAM starts right there, at
 /// 0x8000000, and is DMA-mapped at that IOVA.
 const PATCHED_RAM_BASE: u64 = 0x800_0000;
 
-fn run_once(inp: &Inputs, n: u32) -> Run {
+fn run_once(inp: &Inputs, n: u32, mode: Mode) -> Run {
     let report_path = PathBuf::from(format!("/tmp/e2e-{n}.json"));
     let _ = std::fs::remove_file(&report_path);
-    let cmdline = format!(
-        "console=ttyS0 earlycon panic=-1 quiet e2e_peer={} e2e_linger=6",
+    let mut cmdline = format!(
+        "console=ttyS0 earlycon panic=-1 quiet e2e_peer={}",
         inp.l1_addr
     );
+    cmdline += match mode {
+        Mode::Plain => " e2e_linger=6",
+        Mode::Viommu => " iommu.passthrough=0 e2e_viommu=1 e2e_rebind=1 e2e_linger=6",
+        Mode::Negative => " iommu.passthrough=0 e2e_viommu=1 e2e_negative=1 e2e_linger=0",
+    };
+    let viommu_args: &[&str] = match mode {
+        Mode::Plain => &[],
+        Mode::Viommu => &["--viommu", "smmuv3"],
+        Mode::Negative => &["--viommu", "smmuv3", "--write-through", "off"],
+    };
     let started = Instant::now();
     let child = Command::new(&inp.vmm)
         .args(["--kernel"])
@@ -206,6 +243,7 @@ fn run_once(inp: &Inputs, n: u32) -> Run {
             ["--mem", "256", "--ram-base", "0x40000000"]
         })
         .args(["--cmdline", &cmdline])
+        .args(viommu_args)
         .arg("--report")
         .arg(&report_path)
         .env("PASSTHROUGH_VMM_LOG", "info")
@@ -401,10 +439,14 @@ fn human(inp: &Inputs, run: &Run, n: u32) -> String {
 
 #[test]
 fn nic_passthrough_end_to_end_twice() {
+    if viommu_boot() {
+        eprintln!("skipped: this L1 boot is the vIOMMU one (viommu_end_to_end_without_rmr)");
+        return;
+    }
     let Some(inp) = inputs() else { return };
     l1_up(&inp.l1_iface);
     for n in 1..=2 {
-        let run = run_once(&inp, n);
+        let run = run_once(&inp, n, Mode::Plain);
         let text = human(&inp, &run, n);
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
@@ -415,5 +457,240 @@ fn nic_passthrough_end_to_end_twice() {
         }
         println!("{text}");
         check(&inp, &run, n);
+    }
+}
+
+/// The guest's view of the MSI doorbell and the device's, for one vector of a vIOMMU run.
+fn viommu_vectors(run: &Run) -> Vec<(u64, u64, u64, u64)> {
+    run.report["passthrough"]["vectors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            (
+                u64_of(&v["index"]),
+                u64_of(&v["guest_address"]),
+                u64_of(&v["route_address"]),
+                u64_of(&v["device_address"]),
+            )
+        })
+        .collect()
+}
+
+fn check_viommu(inp: &Inputs, run: &Run) {
+    let r = &run.report;
+    let ctx = || {
+        format!(
+            "vIOMMU run\nreport: {r:#}\n--- L2 console ---\n{}\n--- VMM stderr ---\n{}",
+            run.stdout, run.stderr
+        )
+    };
+    assert_eq!(run.code, Some(0), "{}", ctx());
+    assert!(!run.stderr.contains("ERROR"), "{}", ctx());
+    let p = &r["passthrough"];
+    let v = &p["viommu"];
+    let doorbell = u64_of(&r["its_doorbell"]);
+    assert_eq!(v["kind"], "smmuv3", "{}", ctx());
+    assert_eq!(v["guest_enabled"], true, "{}", ctx());
+    assert_eq!(v["guest_stage1"], true, "{}", ctx());
+    assert_eq!(v["reserved_memory_node"], false, "{}", ctx());
+    let path = if patched() { "msi-iova" } else { "msix-mmap" };
+    assert_eq!(v["write_through"], path, "{}", ctx());
+    assert_eq!(u64_of(&v["host_translation_faults"]), 0, "{}", ctx());
+    // Every vector: the device carries the guest's gIOVA, which is not the doorbell IPA; the
+    // route carries the doorbell IPA the guest's stage 1 translates it to.
+    let vectors = viommu_vectors(run);
+    assert!(vectors.len() >= 2, "{}", ctx());
+    for (i, giova, route, device) in vectors {
+        assert_eq!(device, giova, "vector {i}: device table\n{}", ctx());
+        assert_ne!(
+            giova,
+            doorbell,
+            "vector {i}: a gIOVA, not the IPA\n{}",
+            ctx()
+        );
+        assert_eq!(route, doorbell, "vector {i}: route\n{}", ctx());
+    }
+    for (k, f) in p["faults"].as_object().cloned().unwrap_or_default() {
+        assert_eq!(f, 0, "fault counter {k}\n{}", ctx());
+    }
+    let g = &r["results"][0];
+    assert_eq!(g["errors"], "", "{}", ctx());
+    assert_eq!(g["driver"], "igb", "{}", ctx());
+    assert_ne!(g["iommu"], "none", "{}", ctx());
+    assert!(
+        g["iommu_domain"] == "DMA" || g["iommu_domain"] == "DMA-FQ",
+        "{}",
+        ctx()
+    );
+    assert_eq!(g["reserved_memory"], false, "{}", ctx());
+    assert_eq!(g["rebound"], true, "{}", ctx());
+    assert!(u64_of(&g["ping_received"]) >= 2, "{}", ctx());
+    assert!(
+        u64_of(&g["irq_after"]) > u64_of(&g["irq_before"]),
+        "{}",
+        ctx()
+    );
+    assert!(
+        u64_of(&g["irq_after_rebind"]) > u64_of(&g["irq_before_rebind"]),
+        "{}",
+        ctx()
+    );
+    assert!(
+        run.l1_replies >= 1,
+        "L1 got no ping reply from L2 ({})\n{}",
+        inp.l2_addr,
+        ctx()
+    );
+}
+
+fn check_negative(run: &Run) -> (u64, u64) {
+    let r = &run.report;
+    let ctx = || {
+        format!(
+            "negative control\nreport: {r:#}\n--- L2 console ---\n{}\n--- VMM stderr ---\n{}",
+            run.stdout, run.stderr
+        )
+    };
+    assert_eq!(run.code, Some(0), "{}", ctx());
+    let p = &r["passthrough"];
+    let v = &p["viommu"];
+    assert_eq!(v["write_through"], "off", "{}", ctx());
+    assert_eq!(v["guest_stage1"], true, "{}", ctx());
+    let kernel_address = u64_of(&p["observed_doorbell"]);
+    // The device kept the kernel's address; the guest's gIOVA never reached it.
+    let vectors = viommu_vectors(run);
+    assert!(!vectors.is_empty(), "{}", ctx());
+    for (i, giova, _, device) in vectors {
+        assert_eq!(device, kernel_address, "vector {i}\n{}", ctx());
+        assert_ne!(giova, kernel_address, "vector {i}\n{}", ctx());
+    }
+    // Its MSIs faulted in the guest's stage 1, at the kernel's address, and were reported.
+    let faults = u64_of(&v["host_translation_faults"]);
+    assert!(faults >= 1, "{}", ctx());
+    let addrs: Vec<u64> = v["fault_addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(u64_of)
+        .collect();
+    assert!(
+        addrs.iter().any(|a| a & !0xfff == kernel_address & !0xfff),
+        "{}",
+        ctx()
+    );
+    // And no interrupt reached the guest.
+    let g = &r["results"][0];
+    let interrupts = u64_of(&g["irq_after"]).saturating_sub(u64_of(&g["irq_before"]));
+    assert_eq!(interrupts, 0, "{}", ctx());
+    (faults, interrupts)
+}
+
+fn human_viommu(inp: &Inputs, run: &Run, negative: Option<(u64, u64)>) -> String {
+    let r = &run.report;
+    let p = &r["passthrough"];
+    let v = &p["viommu"];
+    let g = &r["results"][0];
+    let mut s = format!(
+        "=== end-to-end run with a vIOMMU{}: {:.1} s, VMM exit {:?}, guest status {}\n",
+        if negative.is_some() {
+            " (negative control)"
+        } else {
+            ""
+        },
+        run.wall.as_secs_f64(),
+        run.code,
+        r["exit"]["guest_status"]
+    );
+    s += &format!(
+        "device {} -> guest {} (ITS DeviceID {:#x}, vSID {:#x}); vSMMUv3 at {:#x}; vITS doorbell {:#x}; host IDR {} guest IDR {}\n",
+        inp.device,
+        p["slot"].as_str().unwrap_or("?"),
+        u64_of(&p["devid"]),
+        u64_of(&v["vsid"]),
+        u64_of(&v["base"]),
+        u64_of(&r["its_doorbell"]),
+        v["host_idr"],
+        v["guest_idr"]
+    );
+    s += &format!(
+        "viommu: smmuv3 nested, guest stage 1 {}, RMR: none, reserved-memory node: {}\n",
+        if v["guest_stage1"] == true {
+            "on"
+        } else {
+            "off"
+        },
+        v["reserved_memory_node"]
+    );
+    let via = v["write_through"].as_str().unwrap_or("?");
+    for (i, giova, route, device) in viommu_vectors(run) {
+        s += &format!(
+            "vector {i}: gIOVA {giova:#x} -> doorbell IPA {route:#x} (guest stage 1); device table address {device:#x} (via {via})\n"
+        );
+    }
+    if let Some((faults, interrupts)) = negative {
+        s += &format!(
+            "negative control: write-through off, {faults} faults on the vEVENTQ, {interrupts} interrupts\n"
+        );
+    }
+    s += &format!(
+        "vSMMU: last STE {}, {} guest commands, {} STE installs, {} invalidation batches, {} vEVENTQ records; backend {}\n",
+        v["last_ste"].as_str().unwrap_or("?"),
+        v["counters"]["commands"],
+        v["counters"]["installs"],
+        v["counters"]["invalidation_batches"],
+        v["host_events"],
+        v["backend"]
+    );
+    s += &format!(
+        "guest: driver {}, {} MSI-X vectors, IOMMU {} ({} domain), interrupts {} -> {}, pings to L1 {}/{}, pings from L1 answered {}, rebind: {} (interrupts {} -> {}), reserved-memory node: {}\n",
+        g["driver"].as_str().unwrap_or("?"),
+        g["msix_vectors"],
+        g["iommu"].as_str().unwrap_or("?"),
+        g["iommu_domain"].as_str().unwrap_or("?"),
+        g["irq_before"],
+        g["irq_after"],
+        g["ping_received"],
+        g["ping_sent"],
+        run.l1_replies,
+        g["rebound"],
+        g["irq_before_rebind"],
+        g["irq_after_rebind"],
+        g["reserved_memory"]
+    );
+    s
+}
+
+#[test]
+fn viommu_end_to_end_without_rmr() {
+    if !viommu_boot() {
+        eprintln!("skipped: runs in the vIOMMU L1 boot (examples/testhost_e2e.rs --viommu)");
+        return;
+    }
+    let Some(inp) = inputs() else { return };
+    l1_up(&inp.l1_iface);
+    let report = |text: &str| {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/tmp/e2e-report.txt")
+        {
+            let _ = f.write_all(text.as_bytes());
+        }
+        println!("{text}");
+    };
+    let run = run_once(&inp, 1, Mode::Viommu);
+    report(&human_viommu(&inp, &run, None));
+    check_viommu(&inp, &run);
+    let neg = run_once(&inp, 2, Mode::Negative);
+    let counts = std::panic::catch_unwind(|| check_negative(&neg));
+    match counts {
+        Ok(c) => report(&human_viommu(&inp, &neg, Some(c))),
+        Err(e) => {
+            report(&human_viommu(&inp, &neg, None));
+            std::panic::resume_unwind(e);
+        }
     }
 }

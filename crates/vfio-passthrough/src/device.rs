@@ -72,6 +72,9 @@ pub struct EnableRecord {
     /// The address the device's real table held after the enable and write-through, when
     /// readable.
     pub device_address: Option<u64>,
+    /// The address the vector's route carried at the enable: the guest's address, or with
+    /// MSI remapping the doorbell GPA it translated to (`None`: not routed).
+    pub route_address: Option<u64>,
     /// How many times the vector was enabled on the device.
     pub enables: u32,
 }
@@ -717,6 +720,7 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             guest_address: u.address,
             guest_data: u.data,
             device_address,
+            route_address: slot.route.map(|r| r.address),
             enables: slot.record.map_or(1, |r| r.enables.saturating_add(1)),
         });
     }

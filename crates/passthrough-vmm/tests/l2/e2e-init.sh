@@ -5,23 +5,40 @@
 # IPv6 link-local pings to L1 (kernel argument e2e_peer=) get replies, and the device tree
 # has no reserved-memory node. It reports one "@@VMM result" JSON line and its status
 # (0 when everything held), stays up e2e_linger= seconds so L1 can ping it, and powers off.
+#
+# With a virtual IOMMU (e2e_viommu=1) it also checks that the guest's arm-smmu-v3 driver
+# bound the SMMU and that the NIC sits in a translated DMA domain, then unbinds and rebinds
+# the igb driver once and pings again (e2e_rebind=1). In the negative control
+# (e2e_negative=1, the VMM leaves the kernel's doorbell address in the device) it only
+# reports: no interrupt is expected, so nothing there is an error.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 peer=
 linger=6
+viommu=0
+rebind=0
+negative=0
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	e2e_peer=*) peer="${arg#e2e_peer=}" ;;
 	e2e_linger=*) linger="${arg#e2e_linger=}" ;;
+	e2e_viommu=*) viommu="${arg#e2e_viommu=}" ;;
+	e2e_rebind=*) rebind="${arg#e2e_rebind=}" ;;
+	e2e_negative=*) negative="${arg#e2e_negative=}" ;;
 	esac
 done
 status=0
 errors=
+notes=
 fail() {
-	status=1
-	errors="$errors${errors:+; }$1"
+	if [ "$negative" = 1 ]; then
+		notes="$notes${notes:+; }$1"
+	else
+		status=1
+		errors="$errors${errors:+; }$1"
+	fi
 }
 
 # The passed-through NIC, its driver and its MSI-X vectors.
@@ -46,19 +63,38 @@ fi
 resv=false
 [ -e /sys/firmware/devicetree/base/reserved-memory ] && resv=true && fail "the device tree has a reserved-memory node"
 
+# The guest's IOMMU: the SMMU registered, the NIC in a group whose domain translates.
+smmu=none
+domain=none
+if [ -n "$dev" ] && [ -L "$dev/iommu_group" ]; then
+	domain=$(cat "$dev/iommu_group/type" 2>/dev/null || echo unknown)
+	[ -L "$dev/iommu" ] && smmu=$(basename "$(readlink "$dev/iommu")")
+fi
+if [ "$viommu" = 1 ]; then
+	[ "$smmu" != none ] || fail "the NIC has no IOMMU (the guest's arm-smmu-v3 did not bind)"
+	case "$domain" in
+	DMA | DMA-FQ) ;;
+	*) fail "the NIC's IOMMU domain is $domain, not a translated DMA domain" ;;
+	esac
+fi
+
 # Sum of the interrupt counts of the NIC's vectors, over every CPU column.
 irqs() {
 	awk -v i="$iface" '$NF ~ i { for (k = 2; k <= NF && $k ~ /^[0-9]+$/; k++) s += $k } END { print s + 0 }' /proc/interrupts
 }
 
-received=0
-before=0
-after=0
-if [ "$iface" != none ]; then
+# Brings the NIC up (link-local address out of duplicate address detection: up to 20 s,
+# 4 s in the negative control) and pings the peer; sets received.
+count=5
+dad=100
+if [ "$negative" = 1 ]; then
+	count=2
+	dad=20
+fi
+up_and_ping() {
 	ip link set "$iface" up
-	# Link-local address out of duplicate address detection: up to 20 s.
 	i=0
-	while [ $i -lt 100 ]; do
+	while [ $i -lt $dad ]; do
 		a=$(ip -6 addr show dev "$iface" scope link)
 		case "$a" in
 		*inet6*tentative*) ;;
@@ -67,19 +103,51 @@ if [ "$iface" != none ]; then
 		sleep 0.2
 		i=$((i + 1))
 	done
-	before=$(irqs)
+	received=0
 	if [ -n "$peer" ]; then
-		received=$(ping6 -c 5 -W 2 -I "$iface" "$peer" 2>&1 | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+		received=$(ping6 -c $count -W 2 -I "$iface" "$peer" 2>&1 | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
 		received=${received:-0}
 	fi
+}
+
+received=0
+before=0
+after=0
+if [ "$iface" != none ]; then
+	before=$(irqs)
+	up_and_ping
 	after=$(irqs)
 fi
 [ "$received" -ge 1 ] || fail "no ping replies from $peer"
 [ "$after" -gt "$before" ] || fail "the NIC's interrupt counts did not rise ($before -> $after)"
 
+# Unbind and rebind the driver (MSI-X torn down and set up again), then ping again.
+rebound=false
+received2=0
+before2=0
+after2=0
+if [ "$rebind" = 1 ] && [ "$iface" != none ]; then
+	bdf=$(basename "$dev")
+	echo "$bdf" > /sys/bus/pci/drivers/igb/unbind
+	echo "$bdf" > /sys/bus/pci/drivers/igb/bind
+	iface=none
+	for n in "$dev"/net/*; do [ -e "$n" ] && iface=$(basename "$n"); done
+	if [ "$iface" != none ] && [ -L "$dev/driver" ]; then
+		rebound=true
+		before2=$(irqs)
+		up_and_ping
+		received2=$received
+		after2=$(irqs)
+	fi
+	[ "$rebound" = true ] || fail "the igb driver did not bind again"
+	[ "$received2" -ge 1 ] || fail "no ping replies from $peer after the rebind"
+	[ "$after2" -gt "$before2" ] || fail "no interrupts after the rebind ($before2 -> $after2)"
+	received=$((received + received2))
+fi
+
 lines=$(grep "$iface" /proc/interrupts | tr -s ' ' | sed 's/"/ /g' | tr '\n' '|')
-printf '@@VMM result {"driver":"%s","iface":"%s","msix_vectors":%s,"reserved_memory":%s,"peer":"%s","ping_sent":5,"ping_received":%s,"irq_before":%s,"irq_after":%s,"interrupts":"%s","errors":"%s"}\n' \
-	"$driver" "$iface" "$vectors" "$resv" "$peer" "$received" "$before" "$after" "$lines" "$errors"
+printf '@@VMM result {"driver":"%s","iface":"%s","msix_vectors":%s,"reserved_memory":%s,"peer":"%s","ping_sent":%s,"ping_received":%s,"irq_before":%s,"irq_after":%s,"iommu":"%s","iommu_domain":"%s","rebound":%s,"irq_before_rebind":%s,"irq_after_rebind":%s,"ping_received_after_rebind":%s,"interrupts":"%s","errors":"%s","notes":"%s"}\n' \
+	"$driver" "$iface" "$vectors" "$resv" "$peer" "$count" "$received" "$before" "$after" "$smmu" "$domain" "$rebound" "$before2" "$after2" "$received2" "$lines" "$errors" "$notes"
 # Stay reachable so that L1 can ping this guest.
 sleep "$linger"
 echo "@@VMM status $status"
