@@ -9,8 +9,9 @@
 #      an igb NIC passed through (VFIO cdev + iommufd), twice, plus the VMM's own boot tests;
 #   5. the nesting tier: a guest-owned stage 1 over the VMM's stage 2 through iommufd's vIOMMU,
 #      on the `viommu` kernel (upstream + the test-only switch, patch 0003), booted with
-#      arm_smmu_v3.viommu_assume_coherent=1 for that suite only;
-#   6. the same kernel tier, end-to-end test and nesting tier on the project's patched kernel
+#      arm_smmu_v3.viommu_assume_coherent=1 for that suite only; then the end-to-end test with
+#      a virtual SMMUv3 in the guest (no RMR) and its negative control, likewise;
+#   6. the same kernel tier, end-to-end tests and nesting tier on the project's patched kernel
 #      (built once per machine from tests/testhost/kernel with all its patches), where the MSI
 #      window is the VMM's and vectors can carry a per-vector MSI IOVA;
 #   7. a short run of every fuzz target (FUZZ_SECONDS each, default 20).
@@ -74,6 +75,10 @@ TESTHOST_KERNEL="$viommu" \
   TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=viommu --run-name nesting-viommu" \
   bash tests/testhost/run.sh vfio-cdev
 
+step "end to end with a vIOMMU on the viommu kernel: the guest owns stage 1, no RMR; negative control"
+env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=viommu \
+  cargo run -q -p passthrough-vmm --example testhost_e2e -- --viommu --kernel "$viommu"
+
 step "patched kernel (the project's user-settable MSI window UAPI): built once per machine"
 TESTHOST_KERNEL_BUILD=1 bash tests/testhost/setup.sh
 patched="$(build_variant patched)"
@@ -91,6 +96,10 @@ step "nesting tier on the patched kernel: also per-vector MSI IOVA under a guest
 TESTHOST_KERNEL="$patched" \
   TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=patched --run-name nesting-patched" \
   bash tests/testhost/run.sh vfio-cdev
+
+step "end to end with a vIOMMU on the patched kernel: per-vector MSI IOVA, doorbell at the VMM's IPA"
+env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=patched \
+  cargo run -q -p passthrough-vmm --example testhost_e2e -- --viommu --kernel "$patched"
 
 step "fuzzing: every target for a short while"
 bash fuzz/run.sh "${FUZZ_SECONDS:-20}"

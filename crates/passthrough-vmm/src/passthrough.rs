@@ -230,7 +230,8 @@ pub struct ViommuReport {
     pub host_idr: [u32; 6],
     /// The ID registers the guest reads.
     pub guest_idr: [u32; 6],
-    /// Whether the guest enabled its SMMU (`SMMU_CR0.SMMUEN`) by the end.
+    /// Whether the guest enabled its SMMU (`SMMU_CR0.SMMUEN`) during the run (it disables
+    /// it again when it shuts down).
     pub guest_enabled: bool,
     /// Whether the device's stream was ever installed with a guest stage 1.
     pub guest_stage1: bool,

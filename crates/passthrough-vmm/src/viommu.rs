@@ -58,10 +58,15 @@ struct Inner<B, S> {
     counters: ViommuCounters,
     /// Host streams the guest ever gave a stage 1.
     stage1_seen: std::collections::BTreeSet<u32>,
+    /// Whether the guest ever enabled its SMMU (`SMMU_CR0ACK.SMMUEN`).
+    enabled_seen: bool,
 }
 
 impl<B, S> Inner<B, S> {
-    fn note_stage1(&mut self) {
+    fn note_state(&mut self) {
+        let mut cr0 = [0u8; 4];
+        self.smmu.mmio_read(vsmmuv3::regs::CR0ACK, &mut cr0);
+        self.enabled_seen |= u32::from_le_bytes(cr0) & vsmmuv3::regs::cr0::SMMUEN != 0;
         let Inner {
             smmu, stage1_seen, ..
         } = self;
@@ -106,6 +111,7 @@ where
                 sink,
                 counters: ViommuCounters::default(),
                 stage1_seen: std::collections::BTreeSet::new(),
+                enabled_seen: false,
             }),
             mem,
             doorbell,
@@ -186,11 +192,17 @@ where
         self.lock().stage1_seen.contains(&sid)
     }
 
-    /// Whether the model's SMMU is enabled by the guest (`SMMU_CR0.SMMUEN`).
+    /// Whether the model's SMMU is enabled by the guest now (`SMMU_CR0ACK.SMMUEN`).
     pub fn guest_enabled(&self) -> bool {
         let mut v = [0u8; 4];
         self.lock().smmu.mmio_read(vsmmuv3::regs::CR0ACK, &mut v);
         u32::from_le_bytes(v) & vsmmuv3::regs::cr0::SMMUEN != 0
+    }
+
+    /// Whether the guest enabled its SMMU at some point (a guest disables it again when it
+    /// shuts down).
+    pub fn guest_enabled_seen(&self) -> bool {
+        self.lock().enabled_seen
     }
 }
 
@@ -226,7 +238,7 @@ where
                 }
                 smmu.take_changed_streams()
             };
-            g.note_stage1();
+            g.note_state();
             changes
         };
         self.notify(&changes);
@@ -409,6 +421,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(s.stage1_seen(SID));
+        assert!(s.guest_enabled_seen());
         assert!(!s.stage1_seen(SID + 1));
         s.with(|m, b| {
             assert!(matches!(m.installed(SID), Some(GuestSte::Stage1(_))));

@@ -726,7 +726,7 @@ impl Passthrough {
                 vsid: n.vsid,
                 host_idr: n.host_idr,
                 guest_idr,
-                guest_enabled: n.smmu.guest_enabled(),
+                guest_enabled: n.smmu.guest_enabled_seen(),
                 guest_stage1: n.smmu.stage1_seen(n.vsid),
                 last_ste: match last {
                     Some(vsmmuv3::GuestSte::Abort) => "abort".to_owned(),
