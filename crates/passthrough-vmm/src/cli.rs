@@ -436,6 +436,60 @@ mod tests {
     }
 
     #[test]
+    fn viommu_and_write_through_options() {
+        let run = |args: &[&str]| match parse(args) {
+            Ok(Command::Run(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        let c = run(&[
+            "--kernel",
+            "/k",
+            "--device",
+            "0000:00:06.0",
+            "--viommu",
+            "smmuv3",
+            "--write-through=off",
+            "--ram-base",
+            "0x8000000",
+            "--mem",
+            "128",
+        ]);
+        assert_eq!(c.viommu, Some(ViommuKind::SmmuV3));
+        assert_eq!(c.write_through, WriteThrough::Off);
+        // The vSMMU frame is in the map, clear of RAM at 0x8000000 (the patched-kernel runs).
+        let mut l = c.unvalidated_layout();
+        assert_eq!(
+            l.smmu,
+            Some(crate::layout::Region::new(
+                crate::layout::DEFAULT_SMMU_BASE,
+                crate::layout::SMMU_SIZE
+            ))
+        );
+        l.host_msi_window = None;
+        l.its.base = 0x07f0_0000;
+        l.validate().unwrap();
+        let plain = run(&["--kernel", "/k", "--device", "0000:00:06.0"]);
+        assert_eq!(
+            (plain.viommu, plain.write_through),
+            (None, WriteThrough::Auto)
+        );
+        assert_eq!(plain.unvalidated_layout().smmu, None);
+        assert_eq!(
+            parse(&["--kernel", "/k", "--viommu", "smmuv3"]),
+            Err(UsageError::NeedsDevice("--viommu"))
+        );
+        assert_eq!(
+            parse(&["--kernel", "/k", "--write-through", "off"]),
+            Err(UsageError::NeedsDevice("--write-through"))
+        );
+        for bad in [&["--viommu", "vtd"][..], &["--write-through", "maybe"]] {
+            let mut args = vec!["--kernel", "/k", "--device", "0000:00:06.0"];
+            args.extend_from_slice(bad);
+            assert!(parse(&args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let c = run(&["--kernel", "/k"]);
         assert_eq!(c, VmmConfig::new("/k"));

@@ -443,12 +443,12 @@ mod tests {
         layout.validate().unwrap();
         let blob = build(&layout, None);
         let fdt = Fdt::new(&blob).unwrap();
-        let smmu = "/iommu@9000000";
+        let smmu = "/iommu@7000000";
         assert_eq!(
             std::str::from_utf8(prop(&fdt, smmu, "compatible")).unwrap(),
             "arm,smmu-v3\0"
         );
-        assert_eq!(u64s(prop(&fdt, smmu, "reg")), [0x0900_0000, 0x2_0000]);
+        assert_eq!(u64s(prop(&fdt, smmu, "reg")), [0x0700_0000, 0x2_0000]);
         assert_eq!(
             u32s(prop(&fdt, smmu, "interrupts")),
             [0, 2, 1, 0, 3, 1, 0, 4, 1]
@@ -483,9 +483,9 @@ mod tests {
     #[test]
     fn smmu_region_is_validated() {
         let mut layout = MemoryLayout::new(1, 256 << 20);
-        layout.smmu = Some(Region::new(0x0901_0000, crate::layout::SMMU_SIZE));
+        layout.smmu = Some(Region::new(0x0701_0000, crate::layout::SMMU_SIZE));
         assert!(layout.validate().is_err(), "128 KiB alignment");
-        layout.smmu = Some(Region::new(0x0900_0000, 0x1_0000));
+        layout.smmu = Some(Region::new(0x0700_0000, 0x1_0000));
         assert!(layout.validate().is_err(), "both pages");
         layout.smmu = Some(Region::new(0x0600_0000, crate::layout::SMMU_SIZE));
         assert!(layout.validate().is_err(), "overlaps the UART");

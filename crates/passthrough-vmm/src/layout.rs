@@ -49,9 +49,10 @@ pub const ITS_SIZE: u64 = 0x2_0000;
 /// Size of the virtual SMMUv3's register frame: page 0 and page 1 (Arm IHI 0070 6.1, 64 KiB
 /// pages), at a 128 KiB aligned base.
 pub const SMMU_SIZE: u64 = 0x2_0000;
-/// Where the virtual SMMUv3 goes with `--viommu smmuv3`: below the host MSI window, away
-/// from every other fixed region.
-pub const DEFAULT_SMMU_BASE: u64 = 0x0900_0000;
+/// Where the virtual SMMUv3 goes with `--viommu smmuv3`: between the UART and the vITS's
+/// default place, below the host MSI window and below any RAM base the VMM allows (the
+/// patched-kernel runs put RAM at 0x8000000).
+pub const DEFAULT_SMMU_BASE: u64 = 0x0700_0000;
 /// Offset of `GITS_TRANSLATER` from the ITS base: frame 1 (ITS_base + 0x10000), register
 /// 0x0040 (IHI 0069H 12.19.23).
 pub const GITS_TRANSLATER_OFFSET: u64 = 0x1_0040;

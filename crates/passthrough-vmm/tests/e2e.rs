@@ -588,6 +588,18 @@ fn check_negative(run: &Run) -> (u64, u64) {
     (faults, interrupts)
 }
 
+/// `[0xd44101b, ...]` for a JSON array of numbers.
+fn hex_list(v: &Value) -> String {
+    let items: Vec<String> = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|x| format!("{:#x}", u64_of(x)))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
 fn human_viommu(inp: &Inputs, run: &Run, negative: Option<(u64, u64)>) -> String {
     let r = &run.report;
     let p = &r["passthrough"];
@@ -612,8 +624,8 @@ fn human_viommu(inp: &Inputs, run: &Run, negative: Option<(u64, u64)>) -> String
         u64_of(&v["vsid"]),
         u64_of(&v["base"]),
         u64_of(&r["its_doorbell"]),
-        v["host_idr"],
-        v["guest_idr"]
+        hex_list(&v["host_idr"]),
+        hex_list(&v["guest_idr"])
     );
     s += &format!(
         "viommu: smmuv3 nested, guest stage 1 {}, RMR: none, reserved-memory node: {}\n",
