@@ -31,6 +31,12 @@ pub trait DeviceBackend: Send {
     /// Writes the two address dwords of vector `vector` in the device's real MSI-X table
     /// (never the data dword).
     fn write_table_address(&self, vector: u16, lo: u32, hi: u32) -> Result<(), BackendError>;
+    /// Resets the device (`VFIO_DEVICE_RESET`). The kernel restores the MSI-X table from its
+    /// own messages, so written-through addresses must be written again. Backends that cannot
+    /// reset say so.
+    fn reset(&self) -> Result<(), BackendError> {
+        Err("this backend cannot reset the device".into())
+    }
 }
 
 /// One MSI route of the VM's interrupt routing table.

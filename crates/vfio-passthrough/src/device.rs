@@ -162,8 +162,22 @@ pub struct PassthroughDevice<D: DeviceBackend, R: MsiRouter, M: GuestMapper> {
     mapped: Vec<(u8, u32)>,
     settings: PassthroughConfig,
     faults: FaultCounters,
-    batch: UpdateBatch,
+    /// The batch buffer, boxed so that lending it to `apply` moves a pointer (a 48-byte
+    /// move of the two vectors right after `msi-trap` wrote them was a store-forwarding
+    /// stall on the trapped-write path).
+    batch: Option<Box<UpdateBatch>>,
     remap: Option<(std::sync::Arc<dyn MsiRemapping>, u32)>,
+    /// Buffers of `apply`, kept so that a commit does not allocate.
+    scratch: Option<Box<Scratch>>,
+}
+
+/// Reused buffers of [`PassthroughDevice::apply`].
+#[derive(Default)]
+struct Scratch {
+    changes: Vec<(u32, Option<MsiRoute>)>,
+    to_enable: Vec<VectorUpdate>,
+    to_assign: Vec<usize>,
+    release: Vec<u32>,
 }
 
 impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> std::fmt::Debug
@@ -216,7 +230,8 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             mapped: Vec::new(),
             settings,
             faults: FaultCounters::default(),
-            batch: UpdateBatch::default(),
+            batch: Some(Box::default()),
+            scratch: Some(Box::default()),
             remap: None,
         })
     }
@@ -389,22 +404,22 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
     /// A guest read inside BAR `bar` at `offset` that trapped.
     pub fn read_bar(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
         let index = BarIndex::new(bar);
-        let reads_pba = match (&self.msix, index) {
-            (Some(msix), Some(index)) => matches!(
-                msix.layout().classify(index, offset, data.len()),
-                GuestAccess::Pba(_)
-            ),
-            _ => false,
+        let access = match (&self.msix, index) {
+            (Some(msix), Some(index)) => Some(msix.layout().classify(index, offset, data.len())),
+            _ => None,
         };
-        if reads_pba {
-            self.drain_masked();
-        }
-        let forward = match (&self.msix, index) {
-            (Some(msix), Some(index)) => match msix.read_bar(index, offset, data) {
-                BarAccess::Handled => None,
-                BarAccess::Forward(region) => Some((region.bar.get(), region.offset)),
-            },
-            _ => Some((bar, offset)),
+        let forward = match (access, &self.msix) {
+            // The MSI-X table: one classification, no other work (the hot read).
+            (Some(GuestAccess::Table(o)), Some(msix)) => {
+                msix.read_table(o, data);
+                None
+            }
+            (Some(GuestAccess::Pba(_)), _) => {
+                self.drain_masked();
+                self.read_msix_bar(index, offset, data)
+            }
+            (Some(_), _) => self.read_msix_bar(index, offset, data),
+            (None, _) => Some((bar, offset)),
         };
         if let Some((bar, offset)) = forward
             && let Err(e) = self.backend.read_bar(bar, offset, data)
@@ -417,14 +432,38 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
         }
     }
 
-    /// A guest write inside BAR `bar` at `offset` that trapped.
-    pub fn write_bar(&mut self, bar: u8, offset: u64, data: &[u8]) {
-        let forward = match (&mut self.msix, BarIndex::new(bar)) {
-            (Some(msix), Some(index)) => match msix.write_bar(index, offset, data) {
+    /// The MSI-X emulation's BAR read; `Some` when the access goes to the device.
+    fn read_msix_bar(
+        &self,
+        index: Option<BarIndex>,
+        offset: u64,
+        data: &mut [u8],
+    ) -> Option<(u8, u64)> {
+        match (&self.msix, index) {
+            (Some(msix), Some(index)) => match msix.read_bar(index, offset, data) {
                 BarAccess::Handled => None,
                 BarAccess::Forward(region) => Some((region.bar.get(), region.offset)),
             },
-            _ => Some((bar, offset)),
+            (_, Some(index)) => Some((index.get(), offset)),
+            (_, None) => None,
+        }
+    }
+
+    /// A guest write inside BAR `bar` at `offset` that trapped. A write to the MSI-X table
+    /// and the commit it makes due go through `msi-trap`'s fused
+    /// [`MsixState::write_bar_commit`] (issue 15: no separate bookkeeping per access).
+    pub fn write_bar(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        let mut batch = self.batch.take().unwrap_or_default();
+        let (forward, taken) = match (&mut self.msix, BarIndex::new(bar)) {
+            (Some(msix), Some(index)) => {
+                match msix.write_bar_commit(index, offset, data, &mut batch) {
+                    (BarAccess::Handled, taken) => (None, taken),
+                    (BarAccess::Forward(region), taken) => {
+                        (Some((region.bar.get(), region.offset)), taken)
+                    }
+                }
+            }
+            _ => (Some((bar, offset)), false),
         };
         if let Some((bar, offset)) = forward
             && let Err(e) = self.backend.write_bar(bar, offset, data)
@@ -434,7 +473,13 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                 data.len()
             );
         }
-        self.commit_if_due();
+        if taken && !batch.is_empty() {
+            self.apply(&batch);
+        }
+        self.batch = Some(batch);
+        if self.host_state_stale() {
+            self.commit();
+        }
     }
 
     /// Moves masked vectors' waiting interrupts (their eventfd counts) into the Pending bits,
@@ -512,20 +557,32 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
     pub fn commit(&mut self) {
         let stale = self.host_state_stale();
         let Some(msix) = &mut self.msix else { return };
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = self.batch.take().unwrap_or_default();
         msix.take_updates_into(&mut batch);
         if !batch.is_empty() || stale {
             self.apply(&batch);
         }
         batch.clear();
-        self.batch = batch;
+        self.batch = Some(batch);
     }
 
     fn apply(&mut self, batch: &UpdateBatch) {
-        let mut changes: Vec<(u32, Option<MsiRoute>)> = Vec::new();
-        let mut to_enable: Vec<VectorUpdate> = Vec::new();
-        let mut to_assign: Vec<usize> = Vec::new();
-        let mut release: Vec<u32> = Vec::new();
+        let mut scratch = self.scratch.take().unwrap_or_default();
+        self.apply_with(batch, &mut scratch);
+        self.scratch = Some(scratch);
+    }
+
+    fn apply_with(&mut self, batch: &UpdateBatch, scratch: &mut Scratch) {
+        let Scratch {
+            changes,
+            to_enable,
+            to_assign,
+            release,
+        } = scratch;
+        changes.clear();
+        to_enable.clear();
+        to_assign.clear();
+        release.clear();
         let devid = self.settings.devid;
         let msix_enabled = self.msix.as_ref().is_some_and(|m| m.enabled());
 
@@ -615,12 +672,12 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
 
         // One routing-table update for the whole batch.
         if !changes.is_empty()
-            && let Err(e) = self.router.set_routes(&changes)
+            && let Err(e) = self.router.set_routes(changes)
         {
             log::error!("routing update of {} routes failed: {e}", changes.len());
             self.faults.router += 1;
         }
-        for gsi in release {
+        for &gsi in release.iter() {
             self.router.release_gsi(gsi);
         }
 
@@ -634,10 +691,10 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             }
         }
 
-        for u in to_enable {
-            self.enable_on_device(&u);
+        for u in to_enable.iter() {
+            self.enable_on_device(u);
         }
-        for i in to_assign {
+        for &i in to_assign.iter() {
             let slot = &mut self.slots[i];
             let Some(gsi) = slot.gsi else { continue };
             match self.router.assign_irqfd(&slot.eventfd, gsi) {
@@ -723,6 +780,41 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             route_address: slot.route.map(|r| r.address),
             enables: slot.record.map_or(1, |r| r.enables.saturating_add(1)),
         });
+    }
+
+    /// Resets the physical device (`VFIO_DEVICE_RESET`, for a VMM that forwards a guest's
+    /// function reset or recovers the device) and puts the guest's MSI addresses back: the
+    /// kernel restores the MSI-X table from its own messages, so with
+    /// `DoorbellPolicy::TableAddressWrite` every vector enabled on the device gets its
+    /// guest address written through again (a per-vector MSI IOVA is the kernel's own and
+    /// survives; with `KernelProgrammed` the kernel's address is the plan). Failures are
+    /// counted in the fault counters; the reset's own failure is returned.
+    pub fn reset_device(&mut self) -> Result<()> {
+        self.backend.reset().map_err(|source| Error::Backend {
+            op: "VFIO_DEVICE_RESET",
+            source,
+        })?;
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let (true, Some(record)) = (slot.host_enabled, slot.record) else {
+                continue;
+            };
+            if self.settings.policy == DoorbellPolicy::TableAddressWrite {
+                let (lo, hi) = (
+                    record.guest_address as u32,
+                    (record.guest_address >> 32) as u32,
+                );
+                if let Err(e) = self.backend.write_table_address(i as u16, lo, hi) {
+                    log::error!("MSI-X vector {i}: table address write after reset failed: {e}");
+                    self.faults.device += 1;
+                }
+            }
+            let device_address = self.backend.read_table_address(i as u16).ok().flatten();
+            if let Some(r) = self.slots[i].record.as_mut() {
+                r.device_address = device_address;
+            }
+        }
+        Ok(())
     }
 
     /// The last enable of every vector that was ever enabled on the device.

@@ -46,6 +46,15 @@ pub enum Error {
     /// Creating an eventfd failed.
     #[error("eventfd creation failed: {0}")]
     Eventfd(#[source] std::io::Error),
+    /// A device operation the VMM asked for failed in the backend.
+    #[error("{op} failed: {source}")]
+    Backend {
+        /// The operation.
+        op: &'static str,
+        /// The backend's error.
+        #[source]
+        source: crate::backend::BackendError,
+    },
 }
 
 /// A `Result` whose error is [`Error`].

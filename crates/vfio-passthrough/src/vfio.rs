@@ -334,6 +334,10 @@ impl DeviceBackend for VfioBackend {
         }
         Ok(())
     }
+
+    fn reset(&self) -> std::result::Result<(), BackendError> {
+        Ok(self.dev.reset()?)
+    }
 }
 
 #[cfg(test)]

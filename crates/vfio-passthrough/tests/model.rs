@@ -32,6 +32,7 @@ enum Call {
     Inject(MsiRoute),
     Map(u64, u64),
     Unmap(u32),
+    Reset,
 }
 
 type Log = Arc<Mutex<Vec<Call>>>;
@@ -98,6 +99,16 @@ impl DeviceBackend for FakeDevice {
             .unwrap()
             .push(Call::TableWrite(vector, lo, hi));
         self.table.lock().unwrap()[usize::from(vector)] = (u64::from(hi) << 32) | u64::from(lo);
+        Ok(())
+    }
+    /// Like vfio-pci: the PCI core restores the table from the kernel's messages.
+    fn reset(&self) -> Result<(), BackendError> {
+        self.log.lock().unwrap().push(Call::Reset);
+        for a in self.table.lock().unwrap().iter_mut() {
+            if *a != 0 {
+                *a = self.kernel_address;
+            }
+        }
         Ok(())
     }
 }
@@ -796,4 +807,45 @@ fn remap_changes_move_and_drop_routes_in_one_update() {
     // Without remapping, remap_changed is a no-op.
     let (mut plain, _) = device(DoorbellPolicy::TableAddressWrite, DOORBELL);
     assert_eq!(plain.remap_changed(), 0);
+}
+
+#[test]
+fn a_reset_puts_the_written_through_addresses_back() {
+    let (mut dev, log) = device(DoorbellPolicy::TableAddressWrite, DOORBELL);
+    let remap = Arc::new(FakeRemap::default());
+    remap
+        .pages
+        .lock()
+        .unwrap()
+        .insert(GIOVA & !0xfff, DOORBELL & !0xfff);
+    dev.set_msi_remapping(remap, DEVID);
+    place_bars(&mut dev);
+    linux_msix_setup_giova(&mut dev, 2);
+    take(&log);
+    dev.reset_device().unwrap();
+    let calls = take(&log);
+    assert_eq!(calls[0], Call::Reset);
+    // Both enabled vectors get the gIOVA again, address words only; nothing else.
+    assert_eq!(
+        calls[1..],
+        [
+            Call::TableWrite(0, GIOVA as u32, 0),
+            Call::TableWrite(1, GIOVA as u32, 0)
+        ]
+    );
+    for r in dev.enable_records() {
+        assert_eq!(r.device_address, Some(GIOVA));
+    }
+    // With the kernel's address as the plan, a reset writes nothing.
+    let (mut plain, log) = device(
+        DoorbellPolicy::KernelProgrammed {
+            doorbell_iova: DOORBELL,
+        },
+        DOORBELL,
+    );
+    place_bars(&mut plain);
+    linux_msix_setup(&mut plain, 2);
+    take(&log);
+    plain.reset_device().unwrap();
+    assert_eq!(take(&log), [Call::Reset]);
 }
