@@ -134,7 +134,7 @@ impl Router {
                 *r = Route {
                     address: u.address,
                     data: u.data,
-                    masked: !u.is_deliverable(),
+                    masked: u.masked,
                 };
             }
         }

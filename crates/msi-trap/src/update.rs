@@ -317,13 +317,7 @@ impl Tracker {
         if !self.due {
             self.due = self.is_due(i, &current);
         }
-        if !self.dirty.test_and_set(i) && !self.overflow {
-            if self.dirty_list.len() < LIST_LIMIT {
-                self.dirty_list.push(i as u16);
-            } else {
-                self.overflow = true;
-            }
-        }
+        self.mark_dirty(i);
     }
 
     /// The "due" rule for vector `i` (see the module docs). A `None` committed route exists
@@ -341,68 +335,15 @@ impl Tracker {
         }
     }
 
-    /// A trapped write to vector `i` left it in state `current`, and the VMM commits right
-    /// away if that makes a batch due. When nothing but `i` is dirty and nothing was
-    /// released, and the change is due, the batch is exactly `i`'s update: it is written to
-    /// `out` directly (the per-access commit without the dirty bookkeeping) and `true`
-    /// returned. Otherwise the change is only noted (as [`note`](Self::note)) and `false`
-    /// returned; the caller then commits through [`take_into`](Self::take_into) if due.
+    /// Marks vector `i` dirty (listed while the list is short).
     #[inline(always)]
-    pub(crate) fn note_and_take_single(
-        &mut self,
-        i: usize,
-        current: Route,
-        out: &mut UpdateBatch,
-    ) -> bool {
-        let only_i = !self.overflow
-            && self.released_count == 0
-            && match self.dirty_list.as_slice() {
-                [] => true,
-                [j] => usize::from(*j) == i,
-                _ => false,
-            };
-        if only_i && !self.due && i < self.committed.len() && self.is_due(i, &current) {
-            out.updates.clear();
-            out.deliveries.clear();
-            if let Some(&j) = self.dirty_list.first() {
-                self.dirty.clear(usize::from(j));
-                self.dirty_list.clear();
-            }
-            // Due implies the route differs from the committed one: no compare needed.
-            if let Some(slot) = self.committed.get_mut(i) {
-                *slot = Some(current);
-            }
-            if current.deliverable() {
-                self.committed_live.set(i);
+    fn mark_dirty(&mut self, i: usize) {
+        if !self.dirty.test_and_set(i) && !self.overflow {
+            if self.dirty_list.len() < LIST_LIMIT {
+                self.dirty_list.push(i as u16);
             } else {
-                self.committed_live.clear(i);
+                self.overflow = true;
             }
-            out.updates.push(current.with_index(i as u16));
-            return true;
-        }
-        self.note(i, current);
-        false
-    }
-
-    /// Records that every vector may have changed (Enable or Function Mask toggled): all are
-    /// dirty (the next take scans them), and the rule is evaluated until the first due
-    /// vector only.
-    pub(crate) fn note_all(&mut self, current: impl Fn(usize) -> Route) {
-        let n = self.committed.len();
-        if n == 0 {
-            return;
-        }
-        self.dirty.set_all();
-        if n <= LIST_LIMIT {
-            self.dirty_list.clear();
-            self.dirty_list.extend((0..n).map(|i| i as u16));
-        } else {
-            self.overflow = true;
-        }
-        let mut i = 0;
-        while !self.due && i < n {
-            self.due = self.is_due(i, &current(i));
-            i += 1;
         }
     }
 

@@ -5,6 +5,8 @@
 //! - `msix_masked_entry_write`: a table dword write to a masked entry (no commit due).
 //! - `msix_unmask_commit`: unmask one vector and commit (route, enable, irqfd through the
 //!   no-op router), then mask it again.
+//! - `issue15/*`: the four cases of issue 15 through `write_bar`/`read_bar` of a device with
+//!   a 2048-entry table (the msi-trap benchmarks' cases, plus the device's commit).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use msi_trap::msix::layout::{BarInfo, RelocationPolicy};
@@ -80,18 +82,24 @@ impl GuestMapper for Mapper {
 }
 
 fn device() -> PassthroughDevice<Dev, Router, Mapper> {
+    device_with(10, 0x4000)
+}
+
+/// A device whose MSI-X table (in BAR3 at 0, PBA at 0x8000) has `vectors` entries.
+fn device_with(vectors: u16, bar3: u64) -> PassthroughDevice<Dev, Router, Mapper> {
     let mut c = vec![0u8; 256];
     c[0..4].copy_from_slice(&[0x86, 0x80, 0xc9, 0x10]);
     c[0x06] = 0x10;
     c[0x34] = 0x70;
-    c[0x70..0x74].copy_from_slice(&[0x11, 0x00, 0x09, 0x00]);
+    c[0x70..0x74].copy_from_slice(&[0x11, 0x00, (vectors - 1) as u8, ((vectors - 1) >> 8) as u8]);
     c[0x74..0x78].copy_from_slice(&3u32.to_le_bytes());
-    c[0x78..0x7c].copy_from_slice(&0x2003u32.to_le_bytes());
+    let pba = if vectors > 10 { 0x8000u32 } else { 0x2000 };
+    c[0x78..0x7c].copy_from_slice(&(pba | 3).to_le_bytes());
     let bars = [
         BarInfo::memory32(0x2_0000),
         BarInfo::ABSENT,
         BarInfo::ABSENT,
-        BarInfo::memory32(0x4000),
+        BarInfo::memory32(bar3),
         BarInfo::ABSENT,
         BarInfo::ABSENT,
     ];
@@ -133,5 +141,59 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(all, benches);
+fn issue15(c: &mut Criterion) {
+    // Enable MSI-X, program and unmask every vector: all live.
+    let mut d = device_with(2048, 0x1_0000);
+    for v in 0..2048u64 {
+        d.write_bar(3, v * 16, &0x800_0040u32.to_le_bytes());
+        d.write_bar(3, v * 16 + 12, &0u32.to_le_bytes());
+    }
+    let mut data = 0u32;
+    c.bench_function("issue15/device_live_data_write_route_update", |b| {
+        b.iter(|| {
+            data = data.wrapping_add(1);
+            d.write_bar(3, black_box(0x408), &data.to_le_bytes());
+        })
+    });
+    // Vector 64 masked again, reprogrammed and unmasked each time.
+    d.write_bar(3, 0x40c, &1u32.to_le_bytes());
+    let mut round = 0u32;
+    c.bench_function("issue15/device_program_masked_vector_then_mask", |b| {
+        b.iter(|| {
+            round = round.wrapping_add(1);
+            d.write_bar(3, black_box(0x400), &0x800_0040u32.to_le_bytes());
+            d.write_bar(3, black_box(0x404), &round.to_le_bytes());
+            d.write_bar(3, black_box(0x408), &round.to_le_bytes());
+            d.write_bar(3, black_box(0x40c), &0u32.to_le_bytes());
+            d.write_bar(3, black_box(0x40c), &1u32.to_le_bytes());
+        })
+    });
+    let mut round = 0u32;
+    c.bench_function(
+        "issue15/device_full_table_rewrite_2048_function_mask",
+        |b| {
+            b.iter(|| {
+                round = round.wrapping_add(1);
+                d.write_config(0x72, &0xc7ffu16.to_le_bytes()); // Enable + Function Mask
+                for v in 0..2048u64 {
+                    let base = v * 16;
+                    d.write_bar(3, base, &0x800_0040u32.to_le_bytes());
+                    d.write_bar(3, base + 4, &0u32.to_le_bytes());
+                    d.write_bar(3, base + 8, &(v as u32 ^ round).to_le_bytes());
+                    d.write_bar(3, base + 12, &0u32.to_le_bytes());
+                }
+                d.write_config(0x72, &0x87ffu16.to_le_bytes()); // clear Function Mask
+            })
+        },
+    );
+    let mut buf = [0u8; 4];
+    c.bench_function("issue15/device_table_dword_read", |b| {
+        b.iter(|| {
+            d.read_bar(3, black_box(0x408), &mut buf);
+            black_box(&buf);
+        })
+    });
+}
+
+criterion_group!(all, benches, issue15);
 criterion_main!(all);

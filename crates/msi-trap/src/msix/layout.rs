@@ -636,7 +636,22 @@ impl MsixLayout {
 
     /// Sorts a guest access of `len` bytes at `offset` in guest BAR `bar`, in this order:
     /// table, PBA, hidden real structures, unbacked space, device registers.
+    #[inline]
     pub fn classify(&self, bar: BarIndex, offset: u64, len: usize) -> GuestAccess {
+        // The hot case first: an access wholly inside the guest table.
+        if bar == self.guest_table.bar
+            && let Some(o) = offset.checked_sub(self.guest_table.offset)
+            && o.checked_add(len as u64)
+                .is_some_and(|end| end <= self.table_len())
+            && len != 0
+        {
+            return GuestAccess::Table(o);
+        }
+        self.classify_other(bar, offset, len)
+    }
+
+    #[inline(never)]
+    fn classify_other(&self, bar: BarIndex, offset: u64, len: usize) -> GuestAccess {
         let len = len as u64;
         for (region, rlen, inside) in [
             (

@@ -25,17 +25,19 @@ pub mod cap;
 pub mod layout;
 pub mod pba;
 pub mod table;
+mod vectors;
 
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Coverage, read_overlay, write_overlay};
-use crate::update::{Bitmap, PendingDelivery, Route, Tracker, UpdateBatch, VectorUpdate};
+use crate::update::{Bitmap, PendingDelivery, Route, UpdateBatch, VectorUpdate};
 use crate::write_through::{DeviceProgram, DoorbellPolicy, program_address};
 use crate::{MsiMessage, SignalOutcome};
 
 use cap::{MSIX_CAP_LEN, MSIX_CTRL_ENABLE, MSIX_CTRL_FUNCTION_MASK, MsixCapability};
 use layout::{BarIndex, GuestAccess, LayoutError, MsixLayout, MsixRegion};
 use table::{MsixEntry, supported_shape};
+use vectors::{Vectors, WriteOutcome, route_of};
 
 /// Errors of the MSI-X emulation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,9 +152,9 @@ pub struct MsixState {
     layout: MsixLayout,
     enabled: bool,
     function_masked: bool,
-    entries: Vec<MsixEntry>,
+    /// Entries, what was reported for them, dirty tracking, released deliveries.
+    vectors: Vectors,
     pba: Bitmap,
-    tracker: Tracker,
 }
 
 const RESET_ROUTE: Route = Route {
@@ -161,20 +163,6 @@ const RESET_ROUTE: Route = Route {
     masked: true,
     enabled: false,
 };
-
-/// The route of an entry under the function-wide bits.
-#[inline(always)]
-fn route_of(entry: Option<&MsixEntry>, enabled: bool, function_masked: bool) -> Route {
-    match entry {
-        Some(e) => Route {
-            address: e.address(),
-            data: e.data,
-            masked: e.masked() || function_masked,
-            enabled,
-        },
-        None => RESET_ROUTE,
-    }
-}
 
 impl MsixState {
     /// Creates the emulation in reset state for a capability and a layout computed from it.
@@ -191,9 +179,8 @@ impl MsixState {
             layout,
             enabled: false,
             function_masked: false,
-            entries: vec![MsixEntry::RESET; n],
+            vectors: Vectors::new(n, RESET_ROUTE),
             pba: Bitmap::new(n),
-            tracker: Tracker::new(n, RESET_ROUTE),
         })
     }
 
@@ -224,7 +211,7 @@ impl MsixState {
 
     /// Entry `vector`, as the guest programmed it.
     pub fn entry(&self, vector: u16) -> Option<MsixEntry> {
-        self.entries.get(usize::from(vector)).copied()
+        self.vectors.entry(usize::from(vector))
     }
 
     /// Whether vector `vector`'s Pending bit is set.
@@ -244,18 +231,13 @@ impl MsixState {
 
     /// Released deliveries not yet taken by [`take_updates`](Self::take_updates).
     pub fn queued_deliveries(&self) -> Vec<PendingDelivery> {
-        self.tracker.releases()
+        self.vectors.releases()
     }
 
     #[inline]
     fn route(&self, i: usize) -> Route {
-        match self.entries.get(i) {
-            Some(e) => Route {
-                address: e.address(),
-                data: e.data,
-                masked: e.masked() || self.function_masked,
-                enabled: self.enabled,
-            },
+        match self.vectors.entry(i) {
+            Some(e) => route_of(&e, self.enabled, self.function_masked),
             None => RESET_ROUTE,
         }
     }
@@ -264,13 +246,8 @@ impl MsixState {
     /// deliverable (the trapped write's hot path).
     #[inline(always)]
     fn after_change_entry(&mut self, i: usize, e: MsixEntry) {
-        let route = Route {
-            address: e.address(),
-            data: e.data,
-            masked: e.masked() || self.function_masked,
-            enabled: self.enabled,
-        };
-        self.tracker.note(i, route);
+        let route = route_of(&e, self.enabled, self.function_masked);
+        self.vectors.note(i, route);
         if route.deliverable() && self.pba.get(i) {
             self.release(i, route);
         }
@@ -278,25 +255,16 @@ impl MsixState {
 
     #[cold]
     #[inline(never)]
-    fn after_change_slow(&mut self, i: usize, e: MsixEntry) {
-        self.after_change_entry(i, e);
-    }
-
-    #[cold]
-    #[inline(never)]
     fn release(&mut self, i: usize, route: Route) {
         self.pba.clear(i);
-        self.tracker.release(i, route.address, route.data);
+        self.vectors.release(i, route.address, route.data);
     }
 
     /// Every vector may have changed (Enable, Function Mask, reset): one pass marks them
     /// dirty and evaluates the "due" rule until it is met, then only the pending vectors are
     /// visited for release (a deliverable vector is never pending).
     fn after_change_all(&mut self) {
-        let entries = &self.entries;
-        let (enabled, function_masked) = (self.enabled, self.function_masked);
-        self.tracker
-            .note_all(|i| route_of(entries.get(i), enabled, function_masked));
+        self.vectors.note_all(self.enabled, self.function_masked);
         let mut pending = Vec::new();
         for (k, w) in self.pba.words().iter().enumerate() {
             let mut bits = *w;
@@ -366,7 +334,21 @@ impl MsixState {
 
     /// Guest read of the table at `offset` from the guest table's start (see
     /// [`table`] for the supported shapes).
+    #[inline]
     pub fn read_table(&self, offset: u64, data: &mut [u8]) -> MmioOutcome {
+        // The hot path: an aligned dword of an existing entry.
+        if offset.is_multiple_of(4)
+            && let Ok(out) = <&mut [u8; 4]>::try_from(&mut *data)
+            && let Some(e) = self.vectors.entry((offset / 16) as usize)
+        {
+            *out = e.dword((offset / 4) as usize).to_le_bytes();
+            return MmioOutcome::Done;
+        }
+        self.read_table_other(offset, data)
+    }
+
+    #[inline(never)]
+    fn read_table_other(&self, offset: u64, data: &mut [u8]) -> MmioOutcome {
         if !supported_shape(offset, data.len(), self.layout.table_len()) {
             log::debug!(
                 "MSI-X table read of {} bytes at {offset:#x}: unsupported, reads all-ones",
@@ -377,7 +359,7 @@ impl MsixState {
         }
         let i = (offset / 16) as usize;
         let field = ((offset % 16) / 4) as usize;
-        let Some(entry) = self.entries.get(i) else {
+        let Some(entry) = self.vectors.entry(i) else {
             data.fill(0xff);
             return MmioOutcome::Unsupported;
         };
@@ -398,13 +380,13 @@ impl MsixState {
         // bytes, so an existing entry is inside it).
         if let Ok(bytes) = <[u8; 4]>::try_from(data)
             && offset.is_multiple_of(4)
-            && let Some(entry) = self.entries.get_mut((offset / 16) as usize)
+            && let Some(old) = self.vectors.entry((offset / 16) as usize)
         {
-            let old = *entry;
-            entry.write_dword(((offset % 16) / 4) as usize, u32::from_le_bytes(bytes));
-            let new = *entry;
+            let new = old.with_dword((offset / 4) as usize, u32::from_le_bytes(bytes));
             if new != old {
-                self.after_change_entry((offset / 16) as usize, new);
+                let i = (offset / 16) as usize;
+                self.vectors.set_entry(i, new);
+                self.after_change_entry(i, new);
             }
             return MmioOutcome::Done;
         }
@@ -418,7 +400,7 @@ impl MsixState {
     /// changes one vector and nothing else is waiting, the batch is built from that vector
     /// alone without the dirty bookkeeping: the trapped-write commit of issue 15.
     /// Test: `write_and_commit_matches_write_then_take`.
-    #[inline]
+    #[inline(always)]
     pub fn write_table_commit(
         &mut self,
         offset: u64,
@@ -427,32 +409,56 @@ impl MsixState {
     ) -> (MmioOutcome, bool) {
         if let Ok(bytes) = <[u8; 4]>::try_from(data)
             && offset.is_multiple_of(4)
-            && let Some(entry) = self.entries.get_mut((offset / 16) as usize)
         {
             let i = (offset / 16) as usize;
-            let old = *entry;
-            entry.write_dword(((offset % 16) / 4) as usize, u32::from_le_bytes(bytes));
-            let new = *entry;
-            if new == old {
-                return (MmioOutcome::Done, self.commit_if_due(batch));
+            match self.vectors.write_commit(
+                i,
+                (offset / 4) as usize,
+                u32::from_le_bytes(bytes),
+                self.enabled,
+                self.function_masked,
+                &self.pba,
+                batch,
+            ) {
+                WriteOutcome::Taken => return (MmioOutcome::Done, true),
+                WriteOutcome::Noted | WriteOutcome::Unchanged => {
+                    return (MmioOutcome::Done, self.commit_if_due(batch));
+                }
+                WriteOutcome::ReleasePending => {
+                    return (MmioOutcome::Done, self.write_commit_rest(i, batch));
+                }
+                WriteOutcome::OutOfRange => {}
             }
-            let route = route_of(Some(&new), self.enabled, self.function_masked);
-            let pending = route.deliverable() && self.pba.get(i);
-            if !pending && self.tracker.note_and_take_single(i, route, batch) {
-                return (MmioOutcome::Done, true);
-            }
-            if pending {
-                self.after_change_slow(i, new);
-            }
-            return (MmioOutcome::Done, self.commit_if_due(batch));
         }
+        self.write_table_commit_other(offset, data, batch)
+    }
+
+    /// The rest of [`write_table_commit`](Self::write_table_commit) when the write made a
+    /// pending vector deliverable: note it, release its message, commit.
+    #[cold]
+    #[inline(never)]
+    fn write_commit_rest(&mut self, i: usize, batch: &mut UpdateBatch) -> bool {
+        if let Some(e) = self.vectors.entry(i) {
+            self.after_change_entry(i, e);
+        }
+        self.commit_if_due(batch)
+    }
+
+    /// [`write_table_commit`](Self::write_table_commit) for QWORDs and unsupported shapes.
+    #[inline(never)]
+    fn write_table_commit_other(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        batch: &mut UpdateBatch,
+    ) -> (MmioOutcome, bool) {
         let outcome = self.write_table_other(offset, data);
         (outcome, self.commit_if_due(batch))
     }
 
     #[inline(always)]
     fn commit_if_due(&mut self, batch: &mut UpdateBatch) -> bool {
-        if self.tracker.due() {
+        if self.vectors.due() {
             self.take_updates_slow(batch);
             true
         } else {
@@ -478,20 +484,20 @@ impl MsixState {
         }
         let i = (offset / 16) as usize;
         let field = ((offset % 16) / 4) as usize;
-        let Some(entry) = self.entries.get_mut(i) else {
+        let Some(old) = self.vectors.entry(i) else {
             return MmioOutcome::Unsupported;
         };
-        let old = *entry;
+        let mut new = old;
         match *data {
-            [a, b, c, d] => entry.write_dword(field, u32::from_le_bytes([a, b, c, d])),
+            [a, b, c, d] => new.write_dword(field, u32::from_le_bytes([a, b, c, d])),
             [a, b, c, d, e, f, g, h] => {
-                entry.write_dword(field, u32::from_le_bytes([a, b, c, d]));
-                entry.write_dword(field + 1, u32::from_le_bytes([e, f, g, h]));
+                new.write_dword(field, u32::from_le_bytes([a, b, c, d]));
+                new.write_dword(field + 1, u32::from_le_bytes([e, f, g, h]));
             }
             _ => {}
         }
-        let new = *entry;
         if new != old {
+            self.vectors.set_entry(i, new);
             self.after_change_entry(i, new);
         }
         MmioOutcome::Done
@@ -604,12 +610,12 @@ impl MsixState {
     /// Whether a batch is due (see [`crate::update`] for the rules).
     #[inline]
     pub fn updates_due(&self) -> bool {
-        self.tracker.due()
+        self.vectors.due()
     }
 
     /// Whether any vector is dirty or any delivery queued (a batch may be non-empty).
     pub fn has_updates(&self) -> bool {
-        self.tracker.has_dirty()
+        self.vectors.has_dirty()
     }
 
     /// Commits: returns the coalesced batch since the previous one.
@@ -622,11 +628,8 @@ impl MsixState {
     /// As [`take_updates`](Self::take_updates), reusing `batch`'s allocations.
     #[inline]
     pub fn take_updates_into(&mut self, batch: &mut UpdateBatch) {
-        let entries = &self.entries;
-        let (enabled, function_masked) = (self.enabled, self.function_masked);
-        self.tracker.take_into(batch, |i| {
-            route_of(entries.get(i), enabled, function_masked)
-        });
+        self.vectors
+            .take_into(batch, self.enabled, self.function_masked);
     }
 
     fn program(&self, policy: DoorbellPolicy, vector: u16) -> Option<DeviceProgram> {
@@ -674,9 +677,11 @@ impl MsixState {
     pub fn reset(&mut self) {
         self.enabled = false;
         self.function_masked = false;
-        self.entries.fill(MsixEntry::RESET);
+        let n = self.vectors.len();
+        self.vectors
+            .set_entries(std::iter::repeat_n(MsixEntry::RESET, n));
         self.pba.clear_all();
-        self.tracker.drop_releases();
+        self.vectors.drop_releases();
         self.after_change_all();
     }
 
@@ -688,9 +693,9 @@ impl MsixState {
             pba_offset_bir: self.layout.pba_offset_bir(),
             enabled: self.enabled,
             function_masked: self.function_masked,
-            entries: self.entries.clone(),
+            entries: self.vectors.entries(),
             pba: self.pba.words().to_vec(),
-            deliveries: self.tracker.releases(),
+            deliveries: self.vectors.releases(),
         }
     }
 
@@ -763,14 +768,14 @@ impl MsixState {
         }
         self.enabled = snap.enabled;
         self.function_masked = snap.function_masked;
-        self.entries.copy_from_slice(&snap.entries);
+        self.vectors.set_entries(snap.entries.iter().copied());
         self.pba = pba;
-        self.tracker.drop_releases();
+        self.vectors.drop_releases();
         for d in &snap.deliveries {
-            self.tracker
+            self.vectors
                 .release(usize::from(d.index), d.address, d.data);
         }
-        self.tracker.force_all();
+        self.vectors.force_all();
         Ok(())
     }
 }

@@ -58,6 +58,17 @@ impl MsixEntry {
         self.address_lo & 3 == 0 && self.vector_control & !MSIX_VECTOR_CTRL_MASK == 0
     }
 
+    /// Dword `field & 3` of the entry (branch-free: the trapped read's hot path).
+    #[inline(always)]
+    pub(crate) fn dword(&self, field: usize) -> u32 {
+        [
+            self.address_lo,
+            self.address_hi,
+            self.data,
+            self.vector_control,
+        ][field & 3]
+    }
+
     /// Dword `field` (0..=3) of the entry.
     pub(crate) fn read_dword(&self, field: usize) -> u32 {
         match field {
@@ -65,6 +76,27 @@ impl MsixEntry {
             1 => self.address_hi,
             2 => self.data,
             _ => self.vector_control,
+        }
+    }
+
+    /// The entry with dword `field & 3` replaced by `value`, read-only bits dropped
+    /// (branch-free: the trapped write's hot path).
+    #[inline(always)]
+    pub(crate) fn with_dword(self, field: usize, value: u32) -> Self {
+        const WRITABLE: [u32; 4] = [!3, !0, !0, MSIX_VECTOR_CTRL_MASK];
+        let mut w = [
+            self.address_lo,
+            self.address_hi,
+            self.data,
+            self.vector_control,
+        ];
+        let f = field & 3;
+        w[f] = value & WRITABLE[f];
+        MsixEntry {
+            address_lo: w[0],
+            address_hi: w[1],
+            data: w[2],
+            vector_control: w[3],
         }
     }
 
@@ -113,6 +145,12 @@ mod tests {
         assert_eq!(e.vector_control, 0);
         assert!(!e.masked());
         assert!(e.is_canonical());
+        // with_dword drops the same read-only bits as write_dword.
+        for field in 0..4 {
+            let mut a = MsixEntry::RESET;
+            a.write_dword(field, 0xffff_ffff);
+            assert_eq!(MsixEntry::RESET.with_dword(field, 0xffff_ffff), a);
+        }
     }
 
     #[test]
