@@ -662,13 +662,15 @@ impl Model {
                     }])
                 }
                 opcode::DISCARD => {
+                    // IHI 0069H 5.3.11: the ITE's collection must be mapped (issue 15: the
+                    // harness used to expect a discard through an unmapped collection).
                     let (itt, intid, old) = self.event(lim, d, e)?;
-                    let fx = match self.collections.get(&old) {
-                        Some(&vcpu) => vec![Effect::Clear(vcpu, intid)],
-                        None => vec![],
-                    };
+                    let vcpu = *self
+                        .collections
+                        .get(&old)
+                        .ok_or(CommandErrorKind::UnmappedCollection { icid: old })?;
                     self.ites.remove(&(itt, e));
-                    Ok(fx)
+                    Ok(vec![Effect::Clear(vcpu, intid)])
                 }
                 opcode::MOVI => {
                     if !lim.device_ok(d) {
@@ -678,13 +680,20 @@ impl Model {
                         return Err(coll_oor(icid));
                     }
                     let (itt, intid, old) = self.event(lim, d, e)?;
+                    // IHI 0069H 5.3.21: the current collection first, then the new one
+                    // (issue 15 finding 3: the harness encoded the old, wrong success).
+                    let from = *self
+                        .collections
+                        .get(&old)
+                        .ok_or(CommandErrorKind::UnmappedCollection { icid: old })?;
                     let to = *self
                         .collections
                         .get(&icid)
                         .ok_or(CommandErrorKind::UnmappedCollection { icid })?;
-                    let fx = match self.collections.get(&old) {
-                        Some(&from) if from != to => vec![Effect::Move(from, to, intid)],
-                        _ => vec![],
+                    let fx = if from != to {
+                        vec![Effect::Move(from, to, intid)]
+                    } else {
+                        vec![]
                     };
                     self.ites.insert((itt, e), (intid, icid));
                     Ok(fx)
@@ -1053,6 +1062,16 @@ impl Run {
             processed <= queue / 32,
             "{processed} commands for one operation"
         );
+        // Issue 15 finding 5: one MMIO exit does bounded work.
+        let per_call = self.its.config().commands_per_call() as u64;
+        assert!(
+            processed <= per_call,
+            "{processed} commands for one operation, limit {per_call}"
+        );
+        // Issue 15 finding 1: every reachable state is one a restore accepts.
+        if let Err(e) = self.its.check_state() {
+            panic!("reachable state refused by the restore checks: {e}");
+        }
     }
 }
 
