@@ -57,7 +57,7 @@ build_variant() {
 }
 # The nesting suite's boot: only it gets the test-only switch, so every other suite runs on
 # an untainted kernel.
-nesting_args="--test nesting --append arm_smmu_v3.viommu_assume_coherent=1 --append TESTHOST_NESTING=1"
+nesting_args="--test nesting --test accelerated --append arm_smmu_v3.viommu_assume_coherent=1 --append TESTHOST_NESTING=1"
 
 step "viommu kernel (upstream + the test-only vIOMMU switch)"
 viommu="${TESTHOST_KERNEL_VIOMMU:-}"
@@ -73,7 +73,7 @@ echo "viommu kernel: $viommu"
 step "nesting tier on the viommu kernel: guest stage 1 + host stage 2 through a vIOMMU"
 TESTHOST_KERNEL="$viommu" \
   TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=viommu --run-name nesting-viommu" \
-  bash tests/testhost/run.sh vfio-cdev
+  bash tests/testhost/run.sh vfio-cdev vsmmuv3
 
 step "end to end with a vIOMMU on the viommu kernel: the guest owns stage 1, no RMR; negative control"
 env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=viommu \
@@ -95,7 +95,7 @@ TESTHOST_KERNEL="$patched" TESTHOST_KERNEL_VARIANT=patched \
 step "nesting tier on the patched kernel: also per-vector MSI IOVA under a guest stage 1"
 TESTHOST_KERNEL="$patched" \
   TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=patched --run-name nesting-patched" \
-  bash tests/testhost/run.sh vfio-cdev
+  bash tests/testhost/run.sh vfio-cdev vsmmuv3
 
 step "end to end with a vIOMMU on the patched kernel: per-vector MSI IOVA, doorbell at the VMM's IPA"
 env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=patched \

@@ -156,18 +156,27 @@ pub fn decode_cd(words: &[u64; 8], ctx: &CdContext) -> Result<Cd, CdError> {
     })
 }
 
-/// Builds CD words: valid, AArch64, `A = 1`, region 0 enabled with `ttb`, `t0sz` and
-/// the `TG0` encoding `tg0`, region 1 disabled (`EPD1`), `IPS` encoding `ips`, `asid`.
-/// What Linux's `arm_smmu_make_s1_cd` produces, for tests and the fuzz harness.
+/// Builds CD words: valid, AArch64, region 0 enabled with `ttb`, `t0sz` and the `TG0`
+/// encoding `tg0`, walks inner/outer write-back (`IR0`/`OR0` = 1) and inner shareable
+/// (`SH0` = 3), region 1 disabled (`EPD1`), `IPS` encoding `ips`, faults recorded and
+/// aborted (`R` = 1, `A` = 1), `ASET` = 1, `asid`. What Linux's `arm_smmu_make_s1_cd`
+/// produces (without stall), for tests and the fuzz harness. Without `R` a real SMMU
+/// records no event for a fault in this context (IHI 0070 5.4, `CD.R`), which the
+/// in-guest test of the accelerated backend relies on.
 pub fn cd_words(ttb: u64, t0sz: u8, tg0: u8, ips: u8, asid: u16) -> [u64; 8] {
     let mut w = [0u64; 8];
     w[0] = u64::from(t0sz & 0x3f)
         | (u64::from(tg0 & 3) << 6)
+        | (1 << 8)
+        | (1 << 10)
+        | (3 << 12)
         | (1 << 30)
         | (1 << 31)
         | (u64::from(ips & 7) << 32)
         | (1 << 41)
+        | (1 << 45)
         | (1 << 46)
+        | (1 << 47)
         | (u64::from(asid) << 48);
     w[1] = ttb & mask(55, 4);
     w[3] = 0x0004_0cff_ff04_0400;
