@@ -51,7 +51,8 @@
 //! let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
 //! let put = |addr: u64, words: &[u64]| {
 //!     for (i, w) in words.iter().enumerate() {
-//!         mem.write_obj(*w, GuestAddress(addr + 8 * i as u64)).unwrap();
+//!         mem.write_obj(*w, GuestAddress(addr + 8 * i as u64))
+//!             .unwrap();
 //!     }
 //! };
 //! let mut smmu = VSmmu::new(SmmuConfig::builder(&QEMU_HOST_IDRS).build().unwrap());
@@ -90,7 +91,13 @@
 //! put(0x7_0000 + idx(3) * 8, &[desc::page(0x0800_0000)]);
 //!
 //! // Enable, then CFGI_STE + CMD_SYNC the way Linux does after writing an STE.
-//! w32(&mut smmu, &mut host, &mut irq, CR0, cr0::CMDQEN | cr0::SMMUEN);
+//! w32(
+//!     &mut smmu,
+//!     &mut host,
+//!     &mut irq,
+//!     CR0,
+//!     cr0::CMDQEN | cr0::SMMUEN,
+//! );
 //! put(0x2_0000, &RawCommand::cfgi_ste(8, true).0);
 //! put(0x2_0010, &RawCommand::sync(0, 0, 0).0);
 //! let p = w32(&mut smmu, &mut host, &mut irq, CMDQ_PROD, 2);
@@ -98,7 +105,13 @@
 //! let mut cons = [0u8; 4];
 //! smmu.mmio_read(CMDQ_CONS, &mut cons);
 //! assert_eq!(u32::from_le_bytes(cons), 2);
-//! assert!(matches!(host.calls.last(), Some(BackendCall::Install { stream_id: 8, ste: GuestSte::Stage1(_) })));
+//! assert!(matches!(
+//!     host.calls.last(),
+//!     Some(BackendCall::Install {
+//!         stream_id: 8,
+//!         ste: GuestSte::Stage1(_)
+//!     })
+//! ));
 //!
 //! // The device's MSI to gIOVA 0xfee0_0040 reaches the doorbell at IPA 0x0800_0040.
 //! let t = smmu.translate(&mem, 8, 0xfee0_0040, Access::WRITE).unwrap();
