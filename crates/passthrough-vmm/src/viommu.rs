@@ -23,7 +23,11 @@ use vsmmuv3::{
 
 use crate::mmio::MmioDevice;
 
-/// Called with the streams whose translations may have changed, outside the SMMU lock.
+/// Called outside the SMMU lock after the guest's SMMU consumed commands, with the streams
+/// whose translations may have changed (`StreamChanges::None` when none did: a translation
+/// that failed before may succeed now, since the model caches no failures and the
+/// architecture needs no invalidation for a new mapping, so a listener with unroutable
+/// addresses retries them then).
 pub type ChangeListener = Box<dyn Fn(&StreamChanges) + Send + Sync>;
 
 /// Counters for the VMM's report.
@@ -132,10 +136,9 @@ where
     }
 
     fn notify(&self, changes: &StreamChanges) {
-        if matches!(changes, StreamChanges::None) {
-            return;
+        if !matches!(changes, StreamChanges::None) {
+            self.lock().counters.change_notifications += 1;
         }
-        self.lock().counters.change_notifications += 1;
         for l in self
             .listeners
             .lock()
@@ -219,7 +222,7 @@ where
     }
 
     fn mmio_write(&self, offset: u64, data: &[u8]) {
-        let changes = {
+        let (changes, consumed) = {
             let mut g = self.lock();
             let changes = {
                 let Inner {
@@ -231,17 +234,21 @@ where
                 } = &mut *g;
                 counters.writes += 1;
                 let mut progress = smmu.mmio_write(&self.mem, backend, sink, offset, data);
+                let mut consumed = progress.commands;
                 // The model bounds the work of one call; the queue the guest published is
                 // finite (at most 2^CMDQS entries), so the rest is consumed here.
                 while progress.more {
                     progress = smmu.process_pending(&self.mem, backend, sink);
+                    consumed = consumed.saturating_add(progress.commands);
                 }
-                smmu.take_changed_streams()
+                (smmu.take_changed_streams(), consumed)
             };
             g.note_state();
             changes
         };
-        self.notify(&changes);
+        if consumed > 0 || !matches!(changes, StreamChanges::None) {
+            self.notify(&changes);
+        }
     }
 }
 

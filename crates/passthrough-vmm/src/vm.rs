@@ -842,12 +842,19 @@ fn attach_passthrough(
         // The guest invalidated or changed its STE/CD: recompute the routes. A weak
         // reference: the device holds the vSMMU (its remapping), not the other way round.
         let weak = Arc::downgrade(&dev);
-        n.smmu.on_change(Box::new(move |_| {
+        n.smmu.on_change(Box::new(move |changes| {
             if let Some(dev) = weak.upgrade() {
-                let changed = dev
+                let mut dev = dev
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remap_changed();
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Recompute after a change; after any other guest command only when some
+                // vector is unrouted (its gIOVA may be mapped now: new mappings need no
+                // invalidation).
+                if matches!(changes, vsmmuv3::StreamChanges::None) && dev.unroutable_vectors() == 0
+                {
+                    return;
+                }
+                let changed = dev.remap_changed();
                 if changed > 0 {
                     log::info!("vSMMU invalidation: {changed} MSI route(s) recomputed");
                 }

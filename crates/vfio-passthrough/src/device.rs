@@ -254,6 +254,16 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
         }
     }
 
+    /// How many vectors are live (enabled with a GSI) but unrouted because their address
+    /// reached no doorbell through the remapping; a VMM retries them
+    /// ([`remap_changed`](Self::remap_changed)) after the guest touched its IOMMU.
+    pub fn unroutable_vectors(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.gsi.is_some() && s.unroutable.is_some())
+            .count()
+    }
+
     /// Recomputes every live route through the MSI remapping (after the guest changed or
     /// invalidated its IOMMU's translations): changed routes go to the router in ONE update;
     /// a vector whose address now reaches no doorbell loses its route and irqfd (its

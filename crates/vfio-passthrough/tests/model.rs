@@ -738,8 +738,10 @@ fn an_untranslated_giova_is_not_routed_and_is_reported() {
         Some(RemapError::NotTranslated { .. })
     ));
     assert_eq!(dev.faults().unroutable, 1);
+    assert_eq!(dev.unroutable_vectors(), 1);
 
-    // The guest maps the page and invalidates: the route comes, with the irqfd.
+    // The guest maps the page (no invalidation is needed for a new mapping); the VMM
+    // retries after the guest's next IOMMU command: the route comes, with the irqfd.
     remap
         .pages
         .lock()
