@@ -168,6 +168,49 @@ impl Hwpt {
         self.obj.iommufd()
     }
 
+    /// Invalidates the caches of a nested (user-managed) HWPT: `IOMMU_HWPT_INVALIDATE` with
+    /// `entries` (whole entries of `entry_len` bytes each) of the driver-specific
+    /// `data_type` (for example `IOMMU_HWPT_INVALIDATE_DATA_VTD_S1`). SMMUv3 forwards its
+    /// invalidations through the vIOMMU instead ([`Viommu::invalidate`]). On failure the
+    /// error's `consumed` is the number of entries the kernel handled.
+    pub fn invalidate_raw(&self, data_type: u32, entry_len: u32, entries: &[u8]) -> Result<()> {
+        const OP: &str = "IOMMU_HWPT_INVALIDATE";
+        if entry_len == 0 || !entries.len().is_multiple_of(entry_len as usize) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                reason: format!(
+                    "{} bytes are not whole entries of {entry_len} bytes",
+                    entries.len()
+                ),
+            });
+        }
+        let count = entries.len() / entry_len as usize;
+        if count == 0 {
+            return Ok(());
+        }
+        match sys::hwpt_invalidate(
+            self.iommufd().raw(),
+            self.id(),
+            data_type,
+            entry_len,
+            entries,
+        ) {
+            Ok(n) if n as usize == count => Ok(()),
+            Ok(n) => Err(Error::KernelReply {
+                op: OP,
+                reason: format!("handled {n} of {count} entries yet reported success"),
+            }),
+            Err((errno, consumed)) => Err(Error::HwptInvalidate {
+                kind: "HWPT",
+                id: self.id(),
+                data_type,
+                entries: count,
+                consumed: consumed as usize,
+                errno,
+            }),
+        }
+    }
+
     /// The ID of what it was allocated from: the IOAS of a paging HWPT, the vIOMMU of a
     /// nested one.
     pub fn parent_id(&self) -> u32 {
@@ -366,6 +409,29 @@ impl Vdevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A view of an IOAS owned elsewhere is never destroyed from here: an explicit destroy
+    /// is refused before any ioctl, and dropping it issues none (the descriptor here is not
+    /// even an iommufd, so any ioctl would fail loudly).
+    #[test]
+    fn views_destroy_nothing() {
+        let not_iommufd = std::fs::File::open("/dev/null").unwrap();
+        let fd = Iommufd::from_file(not_iommufd);
+        let view = fd.ioas_view(7);
+        assert!(!view.is_owned());
+        assert_eq!(view.id(), 7);
+        let e = view.destroy().unwrap_err();
+        assert!(
+            matches!(e.error, Error::InvalidArgument { .. }),
+            "{}",
+            e.error
+        );
+        assert!(e.error.to_string().contains("owned elsewhere"));
+        drop(e.object);
+        let shared = fd.shared_iommufd_ioctls();
+        let adopted = Iommufd::from_iommufd_ioctls(shared.clone());
+        assert!(Arc::ptr_eq(&shared, &adopted.shared_iommufd_ioctls()));
+    }
 
     #[test]
     fn flag_bits_match_uapi() {

@@ -114,6 +114,18 @@ impl Ioas {
         }
     }
 
+    pub(crate) fn view(iommufd: Arc<Iommufd>, id: u32) -> Self {
+        Ioas {
+            obj: ObjectId::view(iommufd, id, "IOAS"),
+        }
+    }
+
+    /// Whether this process owns the IOAS (allocated it here) rather than viewing one the
+    /// VMM owns ([`Iommufd::ioas_view`]).
+    pub fn is_owned(&self) -> bool {
+        self.obj.owned()
+    }
+
     /// The IOAS ID, as attach calls take it.
     pub fn id(&self) -> u32 {
         self.obj.id()

@@ -24,10 +24,13 @@ pub const IOMMUFD_PATH: &str = "/dev/iommu";
 /// [`crate::Vdevice`]) hold an `Arc<Iommufd>`, so the file stays open until the last of them
 /// is gone; each destroys its kernel object when dropped.
 ///
-/// The underlying descriptor is `iommufd_ioctls::IommuFd`, so an `Iommufd` can be handed to
-/// code built on `iommufd-ioctls` through [`Iommufd::as_iommufd_ioctls`].
+/// The underlying descriptor is a shared `iommufd_ioctls::IommuFd`: a VMM that already holds
+/// one (cloud-hypervisor does, and hands it to `vfio-ioctls`) adopts it with
+/// [`Iommufd::from_iommufd_ioctls`], and code built on `iommufd-ioctls` gets it back with
+/// [`Iommufd::as_iommufd_ioctls`] or [`Iommufd::shared_iommufd_ioctls`]; both sides then issue
+/// their ioctls on the same descriptor.
 pub struct Iommufd {
-    fd: IommuFd,
+    fd: Arc<IommuFd>,
 }
 
 impl std::fmt::Debug for Iommufd {
@@ -61,8 +64,22 @@ impl Iommufd {
     /// Ownership of the descriptor moves to the returned object.
     pub fn from_file(file: File) -> Arc<Self> {
         Arc::new(Iommufd {
-            fd: IommuFd::new_from_fd(file),
+            fd: Arc::new(IommuFd::new_from_fd(file)),
         })
+    }
+
+    /// Adopts the `iommufd-ioctls` descriptor a VMM already holds (and shares, for example
+    /// with `vfio-ioctls`' `VfioIommufd`): no second open of `/dev/iommu`, the same kernel
+    /// context, so objects allocated by either side can be used by the other.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// let vmm_fd = Arc::new(iommufd_ioctls::IommuFd::new().expect("/dev/iommu"));
+    /// let iommufd = iommufd_ioas::Iommufd::from_iommufd_ioctls(vmm_fd.clone());
+    /// assert!(Arc::ptr_eq(&vmm_fd, &iommufd.shared_iommufd_ioctls()));
+    /// ```
+    pub fn from_iommufd_ioctls(fd: Arc<IommuFd>) -> Arc<Self> {
+        Arc::new(Iommufd { fd })
     }
 
     /// The `iommufd-ioctls` descriptor, for code built on that crate.
@@ -70,8 +87,21 @@ impl Iommufd {
         &self.fd
     }
 
+    /// The shared `iommufd-ioctls` descriptor (for `vfio-ioctls`' `VfioIommufd::new`).
+    pub fn shared_iommufd_ioctls(&self) -> Arc<IommuFd> {
+        self.fd.clone()
+    }
+
     pub(crate) fn raw(&self) -> &IommuFd {
         &self.fd
+    }
+
+    /// A non-owning view of IOAS `id`, which the VMM allocated and owns (for example through
+    /// `iommufd-ioctls`' `IommufdIoas`): the same operations as an owned [`Ioas`], but
+    /// dropping it destroys nothing, and [`Ioas::destroy`] on it is refused. The caller keeps
+    /// the IOAS alive while the view is used; a vanished ID makes the kernel answer `ENOENT`.
+    pub fn ioas_view(self: &Arc<Self>, id: u32) -> Ioas {
+        Ioas::view(self.clone(), id)
     }
 
     /// Allocates a new, empty IOAS.

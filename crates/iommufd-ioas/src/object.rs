@@ -15,6 +15,9 @@ pub(crate) struct ObjectId {
     id: u32,
     kind: &'static str,
     live: bool,
+    /// Owned objects are destroyed by this process; views of objects someone else owns
+    /// are not.
+    owned: bool,
 }
 
 impl ObjectId {
@@ -24,7 +27,23 @@ impl ObjectId {
             id,
             kind,
             live: true,
+            owned: true,
         }
+    }
+
+    /// An object owned elsewhere: never destroyed from here.
+    pub(crate) fn view(iommufd: Arc<Iommufd>, id: u32, kind: &'static str) -> Self {
+        ObjectId {
+            iommufd,
+            id,
+            kind,
+            live: false,
+            owned: false,
+        }
+    }
+
+    pub(crate) fn owned(&self) -> bool {
+        self.owned
     }
 
     pub(crate) fn id(&self) -> u32 {
@@ -38,6 +57,15 @@ impl ObjectId {
     /// Destroys the object now. On failure the object stays alive (and owned), so it can be
     /// retried once whatever holds it (`EBUSY`) is gone.
     pub(crate) fn destroy(&mut self) -> Result<()> {
+        if !self.owned {
+            return Err(Error::InvalidArgument {
+                op: "IOMMU_DESTROY",
+                reason: format!(
+                    "{} {} is a view of an object owned elsewhere",
+                    self.kind, self.id
+                ),
+            });
+        }
         if !self.live {
             return Ok(());
         }
@@ -53,6 +81,9 @@ impl ObjectId {
 
 impl Drop for ObjectId {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = self.destroy() {
             log::error!("{e}");
         }

@@ -8,6 +8,7 @@
 //! iommufd binding, and can attach (replace) and detach through `&self`.
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use iommufd_ioas::{Hwpt, Ioas, Iommufd};
@@ -70,7 +71,7 @@ impl Attacher {
             });
         }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let attached = sys::attach_pt(&self.file, pt_id).map_err(|errno| Error::Attach {
+        let attached = sys::attach_pt(self.file.as_fd(), pt_id).map_err(|errno| Error::Attach {
             device: self.name.clone(),
             pt_id,
             errno,
@@ -104,7 +105,7 @@ impl Attacher {
     /// Detaches the device (`VFIO_DEVICE_DETACH_IOMMUFD_PT`) and releases what it held.
     pub fn detach(&self) -> Result<()> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        sys::detach_pt(&self.file).map_err(|errno| Error::Detach {
+        sys::detach_pt(self.file.as_fd()).map_err(|errno| Error::Detach {
             device: self.name.clone(),
             errno,
         })?;
@@ -120,7 +121,7 @@ impl Drop for Attacher {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
         if current.is_some() {
-            if let Err(errno) = sys::detach_pt(&self.file) {
+            if let Err(errno) = sys::detach_pt(self.file.as_fd()) {
                 log::error!(
                     "VFIO_DEVICE_DETACH_IOMMUFD_PT of {} at teardown failed: {errno}",
                     self.name

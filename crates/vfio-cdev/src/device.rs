@@ -3,10 +3,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
-use iommufd_ioas::proposed::{self, Support};
+use iommufd_ioas::proposed::Support;
 use iommufd_ioas::{Hwpt, Ioas, IommuGroup, Iommufd, ReservedRegion};
 use vfio_bindings::bindings::vfio::{
     VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_PCI_CONFIG_REGION_INDEX,
@@ -15,10 +14,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::attacher::Attacher;
 use crate::error::{Error, Result};
+use crate::fd::DeviceFd;
 use crate::irq::{IrqIndex, IrqInfo, IrqSet};
 use crate::pci::{PciAddress, SysRoots};
 use crate::region::{RegionInfo, RegionMapping};
-use crate::region_caps::{REGION_INFO_HEADER_LEN, parse_region_caps};
 use crate::sys;
 
 /// The largest region info reply (header plus capability chain) accepted from the kernel.
@@ -181,13 +180,15 @@ impl VfioDevice {
             });
         }
         let dev_id =
-            sys::bind_iommufd(&self.file, iommufd.as_raw_fd()).map_err(|errno| Error::Bind {
-                device: self.name.clone(),
-                iommufd: iommufd.as_raw_fd(),
-                errno,
+            sys::bind_iommufd(self.file.as_fd(), iommufd.as_raw_fd()).map_err(|errno| {
+                Error::Bind {
+                    device: self.name.clone(),
+                    iommufd: iommufd.as_raw_fd(),
+                    errno,
+                }
             })?;
         self.iommufd = Some((iommufd.clone(), dev_id));
-        let raw = sys::device_info(&self.file).map_err(|errno| Error::DeviceInfo {
+        let raw = sys::device_info(self.file.as_fd()).map_err(|errno| Error::DeviceInfo {
             device: self.name.clone(),
             errno,
         })?;
@@ -225,7 +226,7 @@ impl VfioDevice {
             });
         }
         let pt_id = pt.id();
-        let attached = sys::attach_pt(&self.file, pt_id).map_err(|errno| Error::Attach {
+        let attached = sys::attach_pt(self.file.as_fd(), pt_id).map_err(|errno| Error::Attach {
             device: self.name.clone(),
             pt_id,
             errno,
@@ -277,7 +278,7 @@ impl VfioDevice {
                 device: self.name.clone(),
             });
         }
-        sys::detach_pt(&self.file).map_err(|errno| Error::Detach {
+        sys::detach_pt(self.file.as_fd()).map_err(|errno| Error::Detach {
             device: self.name.clone(),
             errno,
         })?;
@@ -295,231 +296,87 @@ impl VfioDevice {
         Ok(IommuGroup::of_device(dir)?.reserved_regions()?)
     }
 
-    /// `VFIO_DEVICE_GET_REGION_INFO` of region `index`, with the capability chain parsed
-    /// and the reply checked (sparse areas inside the region, bounded length).
+    /// The device's descriptor as a [`DeviceFd`]: every region, interrupt and reset
+    /// operation below is one of its operations (which also work on a descriptor this crate
+    /// did not open, such as `vfio-ioctls`' `VfioDevice`).
+    pub fn fd(&self) -> DeviceFd<'_> {
+        DeviceFd::new(self.file.as_fd(), &self.name)
+    }
+
+    /// See [`DeviceFd::region_info`].
     pub fn region_info(&self, index: u32) -> Result<RegionInfo> {
-        let reply_err = |reason: String| Error::RegionInfoReply {
-            device: self.name.clone(),
-            index,
-            reason,
-        };
-        let mut words = vec![0u64; REGION_INFO_HEADER_LEN / 8];
-        let mut bytes = Vec::new();
-        // Two rounds: the header alone, then (if the kernel asks for more room to carry
-        // capabilities) the size it asked for.
-        for round in 0..2 {
-            sys::region_info(&self.file, index, &mut words).map_err(|errno| Error::RegionInfo {
-                device: self.name.clone(),
-                index,
-                errno,
-            })?;
-            bytes = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-            let argsz = u32_at(&bytes, 0) as usize;
-            if argsz <= bytes.len() {
-                break;
-            }
-            if round == 1 {
-                return Err(reply_err(format!(
-                    "asked for {argsz} bytes after being given them"
-                )));
-            }
-            if argsz > MAX_REGION_INFO_LEN {
-                return Err(reply_err(format!(
-                    "asked for {argsz} bytes, more than the {MAX_REGION_INFO_LEN} accepted"
-                )));
-            }
-            words = vec![0u64; argsz.div_ceil(8)];
-        }
-        let argsz = (u32_at(&bytes, 0) as usize).min(bytes.len());
-        let flags = u32_at(&bytes, 4);
-        let reported_index = u32_at(&bytes, 8);
-        let cap_offset = u32_at(&bytes, 12);
-        if reported_index != index {
-            return Err(reply_err(format!("answered for region {reported_index}")));
-        }
-        let caps = if flags & vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_CAPS != 0 {
-            parse_region_caps(&bytes[..argsz], cap_offset).map_err(|source| Error::RegionCaps {
-                device: self.name.clone(),
-                index,
-                source,
-            })?
-        } else {
-            Vec::new()
-        };
-        let info = RegionInfo {
-            index,
-            flags,
-            size: u64_at(&bytes, 16),
-            offset: u64_at(&bytes, 24),
-            caps,
-        };
-        info.validate().map_err(reply_err)?;
-        Ok(info)
+        self.fd().region_info(index)
     }
 
-    /// `VFIO_DEVICE_GET_IRQ_INFO` of an IRQ index.
+    /// See [`DeviceFd::irq_info`].
     pub fn irq_info(&self, index: IrqIndex) -> Result<IrqInfo> {
-        let raw = sys::irq_info(&self.file, index.raw()).map_err(|errno| Error::IrqInfo {
-            device: self.name.clone(),
-            index,
-            errno,
-        })?;
-        Ok(IrqInfo {
-            index: raw.index,
-            count: raw.count,
-            flags: raw.flags,
-        })
+        self.fd().irq_info(index)
     }
 
-    /// Issues one `VFIO_DEVICE_SET_IRQS` for `index` starting at vector `start`.
+    /// See [`DeviceFd::set_irqs`].
     pub fn set_irqs(&self, index: IrqIndex, start: u32, set: &IrqSet) -> Result<()> {
-        let fail = |errno| Error::SetIrqs {
-            device: self.name.clone(),
-            index,
-            action: set.describe(),
-            start,
-            count: set.count(),
-            errno,
-        };
-        let arg = set
-            .to_bytes(index.raw(), start)
-            .ok_or_else(|| fail(iommufd_ioas::Errno(libc::EOVERFLOW)))?;
-        sys::set_irqs(&self.file, &arg).map_err(fail)
+        self.fd().set_irqs(index, start, set)
     }
 
-    /// Assigns `eventfd` to vector `vector` of `index` (or unassigns it with `None`), leaving
-    /// the other vectors as they are. On MSI-X the first assignment enables MSI-X; later ones
-    /// add vectors dynamically (unless [`IrqInfo::noresize`]).
+    /// See [`DeviceFd::set_vector_eventfd`].
     pub fn set_vector_eventfd(
         &self,
         index: IrqIndex,
         vector: u32,
         eventfd: Option<&EventFd>,
     ) -> Result<()> {
-        self.set_irqs(
-            index,
-            vector,
-            &IrqSet::Eventfds(vec![eventfd.map(|fd| fd.as_raw_fd())]),
-        )
+        self.fd().set_vector_eventfd(index, vector, eventfd)
     }
 
-    /// Assigns eventfds to vectors `start..start + fds.len()` in one call (`None` unassigns).
+    /// See [`DeviceFd::set_vector_eventfds`].
     pub fn set_vector_eventfds(
         &self,
         index: IrqIndex,
         start: u32,
         fds: &[Option<&EventFd>],
     ) -> Result<()> {
-        let raw: Vec<Option<RawFd>> = fds.iter().map(|f| f.map(|fd| fd.as_raw_fd())).collect();
-        self.set_irqs(index, start, &IrqSet::Eventfds(raw))
+        self.fd().set_vector_eventfds(index, start, fds)
     }
 
-    /// Disables every vector of `index`.
+    /// See [`DeviceFd::disable_irqs`].
     pub fn disable_irqs(&self, index: IrqIndex) -> Result<()> {
-        self.set_irqs(index, 0, &IrqSet::DisableAll)
+        self.fd().disable_irqs(index)
     }
 
-    /// Fires vector `vector` of `index` from userspace (a loopback through the eventfd).
+    /// See [`DeviceFd::trigger_irq`].
     pub fn trigger_irq(&self, index: IrqIndex, vector: u32) -> Result<()> {
-        self.set_irqs(index, vector, &IrqSet::Trigger(1))
+        self.fd().trigger_irq(index, vector)
     }
 
-    /// **Proposed UAPI** (see `iommufd_ioas::proposed`): stores the MSI address each of the
-    /// vectors `start..` must use when it is enabled (`VFIO_IRQ_SET_DATA_MSI_IOVA |
-    /// VFIO_IRQ_SET_ACTION_PREPARE`). Upstream kernels answer `EINVAL`.
+    /// See [`DeviceFd::prepare_msi_iovas`].
     pub fn prepare_msi_iovas(&self, index: IrqIndex, start: u32, iovas: &[u64]) -> Result<()> {
-        self.set_irqs(index, start, &IrqSet::PrepareMsiIova(iovas.to_vec()))
+        self.fd().prepare_msi_iovas(index, start, iovas)
     }
 
-    /// Probes the proposed per-vector MSI IOVA UAPI with a zero-vector `PREPARE` call:
-    /// [`Support::Absent`] on upstream kernels (`EINVAL`), an error for any other failure.
+    /// See [`DeviceFd::probe_msi_iova`].
     pub fn probe_msi_iova(&self, index: IrqIndex) -> Result<Support<()>> {
-        let arg = IrqSet::PrepareMsiIova(Vec::new())
-            .to_bytes(index.raw(), 0)
-            .ok_or_else(|| Error::RegionInfoReply {
-                device: self.name.clone(),
-                index: 0,
-                reason: "unreachable: empty SET_IRQS argument overflowed".into(),
-            })?;
-        let answer = sys::set_irqs(&self.file, &arg);
-        proposed::classify_set_irqs_probe(answer).map_err(|errno| Error::SetIrqs {
-            device: self.name.clone(),
-            index,
-            action: IrqSet::PrepareMsiIova(Vec::new()).describe(),
-            start: 0,
-            count: 0,
-            errno,
-        })
+        self.fd().probe_msi_iova(index)
     }
 
-    /// Resets the device (`VFIO_DEVICE_RESET`). The kernel tears down MSI/MSI-X; the caller
-    /// must re-enable vectors (and re-apply any address write-through) afterwards.
+    /// See [`DeviceFd::reset`]; refused ([`Error::ResetUnsupported`]) when the device does
+    /// not advertise `VFIO_DEVICE_FLAGS_RESET`.
     pub fn reset(&self) -> Result<()> {
         if !self.info()?.can_reset() {
             return Err(Error::ResetUnsupported {
                 device: self.name.clone(),
             });
         }
-        sys::reset(&self.file).map_err(|errno| Error::Reset {
-            device: self.name.clone(),
-            errno,
-        })
+        self.fd().reset_unchecked()
     }
 
-    /// Reads `buf.len()` bytes at `offset` of region `region` through the device file.
+    /// See [`DeviceFd::read_region`].
     pub fn read_region(&self, region: &RegionInfo, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.region_io("read", region, offset, buf.len())?;
-        sys::pread_exact(&self.file, buf, region.offset + offset).map_err(|reason| {
-            Error::RegionAccess {
-                op: "read",
-                device: self.name.clone(),
-                index: region.index,
-                offset,
-                len: buf.len(),
-                reason,
-            }
-        })
+        self.fd().read_region(region, offset, buf)
     }
 
-    /// Writes `buf` at `offset` of region `region` through the device file.
+    /// See [`DeviceFd::write_region`].
     pub fn write_region(&self, region: &RegionInfo, offset: u64, buf: &[u8]) -> Result<()> {
-        self.region_io("write", region, offset, buf.len())?;
-        sys::pwrite_all(&self.file, buf, region.offset + offset).map_err(|reason| {
-            Error::RegionAccess {
-                op: "write",
-                device: self.name.clone(),
-                index: region.index,
-                offset,
-                len: buf.len(),
-                reason,
-            }
-        })
-    }
-
-    fn region_io(
-        &self,
-        op: &'static str,
-        region: &RegionInfo,
-        offset: u64,
-        len: usize,
-    ) -> Result<()> {
-        let allowed = if op == "read" {
-            region.readable()
-        } else {
-            region.writable()
-        };
-        let bounds = |reason: String| Error::Bounds {
-            op,
-            device: self.name.clone(),
-            index: region.index,
-            offset,
-            len: len as u64,
-            reason,
-        };
-        if !allowed {
-            return Err(bounds(format!("the region is not {op}able")));
-        }
-        region.check_range(offset, len as u64).map_err(bounds)
+        self.fd().write_region(region, offset, buf)
     }
 
     fn config_region(&self, op: &'static str) -> Result<&RegionInfo> {
@@ -579,46 +436,9 @@ impl VfioDevice {
         Ok(buf)
     }
 
-    /// Maps `len` bytes at `offset` of `region` (read/write as the region allows). The range
-    /// must be page aligned, inside the region, and inside a sparse mmap area when the
-    /// region has them: the MSI-X table page of a BAR is only mappable when the kernel
-    /// reports `VFIO_REGION_INFO_CAP_MSIX_MAPPABLE`.
+    /// See [`DeviceFd::mmap_region`].
     pub fn mmap_region(&self, region: &RegionInfo, offset: u64, len: u64) -> Result<RegionMapping> {
-        let bounds = |reason: String| Error::Bounds {
-            op: "mmap",
-            device: self.name.clone(),
-            index: region.index,
-            offset,
-            len,
-            reason,
-        };
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-        if len == 0 || !offset.is_multiple_of(page) || !len.is_multiple_of(page) {
-            return Err(bounds(format!("not page ({page:#x}) aligned or empty")));
-        }
-        region.check_mappable(offset, len).map_err(bounds)?;
-        let len_usize = usize::try_from(len).map_err(|_| bounds("too large".into()))?;
-        let mut prot = 0;
-        if region.readable() {
-            prot |= libc::PROT_READ;
-        }
-        if region.writable() {
-            prot |= libc::PROT_WRITE;
-        }
-        let p =
-            sys::mmap(&self.file, len_usize, prot, region.offset + offset).map_err(|errno| {
-                Error::Mmap {
-                    device: self.name.clone(),
-                    index: region.index,
-                    offset,
-                    len,
-                    errno,
-                }
-            })?;
-        let ptr = NonNull::new(p).ok_or_else(|| bounds("mmap returned NULL".into()))?;
-        // SAFETY: `ptr`/`len_usize` is the mapping just created, owned by the new value only.
-        Ok(unsafe { RegionMapping::new(ptr, len_usize, region.index, offset) })
+        self.fd().mmap_region(region, offset, len)
     }
 }
 
@@ -634,14 +454,14 @@ impl AsFd for VfioDevice {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
         .and_then(|s| s.try_into().ok())
         .map(u32::from_ne_bytes)
         .unwrap_or(0)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8)
         .and_then(|s| s.try_into().ok())
         .map(u64::from_ne_bytes)

@@ -26,6 +26,7 @@
 mod attacher;
 mod device;
 mod error;
+mod fd;
 mod irq;
 mod pci;
 mod region;
@@ -35,6 +36,7 @@ mod sys;
 pub use attacher::{AttachedTo, Attacher};
 pub use device::{DeviceInfo, MAX_REGION_INFO_LEN, VfioDevice};
 pub use error::{Error, Result};
+pub use fd::DeviceFd;
 pub use irq::{IRQ_SET_HEADER_LEN, IrqIndex, IrqInfo, IrqSet};
 pub use pci::{PciAddress, SysRoots};
 pub use region::{RegionInfo, RegionMapping};

@@ -4,8 +4,7 @@
 //! `vfio-ioctls` keeps its ioctl numbers private, so the ones used here are declared from
 //! `vfio-bindings`' `VFIO_TYPE` and `VFIO_BASE` exactly as `include/uapi/linux/vfio.h` does.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use iommufd_ioas::Errno;
 use vfio_bindings::bindings::vfio::{
@@ -41,7 +40,7 @@ fn argsz<T>() -> u32 {
 }
 
 /// `VFIO_DEVICE_BIND_IOMMUFD`; returns the iommufd device ID.
-pub(crate) fn bind_iommufd(dev: &File, iommufd: i32) -> Result<u32, Errno> {
+pub(crate) fn bind_iommufd(dev: BorrowedFd<'_>, iommufd: i32) -> Result<u32, Errno> {
     let mut arg = vfio_device_bind_iommufd {
         argsz: argsz::<vfio_device_bind_iommufd>(),
         flags: 0,
@@ -52,13 +51,13 @@ pub(crate) fn bind_iommufd(dev: &File, iommufd: i32) -> Result<u32, Errno> {
     // SAFETY: `dev` is an open VFIO cdev and `arg` a live, initialised structure whose
     // `argsz` matches its type; `token_uuid_ptr` is 0 (no token), so the kernel reads and
     // writes only `arg`.
-    check(unsafe { ioctl_with_mut_ref(dev, VFIO_DEVICE_BIND_IOMMUFD(), &mut arg) })?;
+    check(unsafe { ioctl_with_mut_ref(&dev, VFIO_DEVICE_BIND_IOMMUFD(), &mut arg) })?;
     Ok(arg.out_devid)
 }
 
 /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`; returns the ID of the page table actually attached (the
 /// kernel allocates a HWPT when given an IOAS).
-pub(crate) fn attach_pt(dev: &File, pt_id: u32) -> Result<u32, Errno> {
+pub(crate) fn attach_pt(dev: BorrowedFd<'_>, pt_id: u32) -> Result<u32, Errno> {
     let mut arg = vfio_device_attach_iommufd_pt {
         argsz: argsz::<vfio_device_attach_iommufd_pt>(),
         flags: 0,
@@ -67,11 +66,11 @@ pub(crate) fn attach_pt(dev: &File, pt_id: u32) -> Result<u32, Errno> {
     };
     // SAFETY: `dev` is an open VFIO cdev; `arg` is live and initialised with a matching
     // `argsz`; the kernel reads and writes only inside it.
-    check(unsafe { ioctl_with_mut_ref(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT(), &mut arg) })?;
+    check(unsafe { ioctl_with_mut_ref(&dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT(), &mut arg) })?;
     Ok(arg.pt_id)
 }
 
-pub(crate) fn detach_pt(dev: &File) -> Result<(), Errno> {
+pub(crate) fn detach_pt(dev: BorrowedFd<'_>) -> Result<(), Errno> {
     let arg = vfio_device_detach_iommufd_pt {
         argsz: argsz::<vfio_device_detach_iommufd_pt>(),
         flags: 0,
@@ -79,10 +78,10 @@ pub(crate) fn detach_pt(dev: &File) -> Result<(), Errno> {
     };
     // SAFETY: `dev` is an open VFIO cdev; `arg` is initialised with a matching `argsz`; the
     // kernel only reads it.
-    check(unsafe { ioctl_with_ref(dev, VFIO_DEVICE_DETACH_IOMMUFD_PT(), &arg) })
+    check(unsafe { ioctl_with_ref(&dev, VFIO_DEVICE_DETACH_IOMMUFD_PT(), &arg) })
 }
 
-pub(crate) fn device_info(dev: &File) -> Result<vfio_device_info, Errno> {
+pub(crate) fn device_info(dev: BorrowedFd<'_>) -> Result<vfio_device_info, Errno> {
     let mut arg = vfio_device_info {
         argsz: argsz::<vfio_device_info>(),
         ..Default::default()
@@ -90,14 +89,14 @@ pub(crate) fn device_info(dev: &File) -> Result<vfio_device_info, Errno> {
     // SAFETY: `dev` is an open VFIO cdev; `arg` is live with a matching `argsz`, so the
     // kernel writes at most that many bytes into it (capabilities it could not fit are only
     // announced through a larger `argsz`, which this crate does not follow).
-    check(unsafe { ioctl_with_mut_ref(dev, VFIO_DEVICE_GET_INFO(), &mut arg) })?;
+    check(unsafe { ioctl_with_mut_ref(&dev, VFIO_DEVICE_GET_INFO(), &mut arg) })?;
     Ok(arg)
 }
 
 /// `VFIO_DEVICE_GET_REGION_INFO` into `buf`: the header (`struct vfio_region_info`, 32
 /// bytes) is written with `argsz` = the buffer's byte length and `index`, the kernel fills the
 /// rest, and the caller reads the reply (header and capability chain) out of `buf`.
-pub(crate) fn region_info(dev: &File, index: u32, buf: &mut [u64]) -> Result<(), Errno> {
+pub(crate) fn region_info(dev: BorrowedFd<'_>, index: u32, buf: &mut [u64]) -> Result<(), Errno> {
     let bytes = std::mem::size_of_val(buf);
     let argsz = u32::try_from(bytes).map_err(|_| Errno(libc::E2BIG))?;
     if bytes < 32 {
@@ -119,10 +118,10 @@ pub(crate) fn region_info(dev: &File, index: u32, buf: &mut [u64]) -> Result<(),
     // SAFETY: `dev` is an open VFIO cdev; `buf` is a live, writable, 8-byte-aligned buffer of
     // `argsz` bytes starting with a valid `struct vfio_region_info` header whose `argsz` is
     // the buffer length, so the kernel writes at most `argsz` bytes into it.
-    check(unsafe { ioctl_with_ptr(dev, VFIO_DEVICE_GET_REGION_INFO(), buf.as_mut_ptr()) })
+    check(unsafe { ioctl_with_ptr(&dev, VFIO_DEVICE_GET_REGION_INFO(), buf.as_mut_ptr()) })
 }
 
-pub(crate) fn irq_info(dev: &File, index: u32) -> Result<vfio_irq_info, Errno> {
+pub(crate) fn irq_info(dev: BorrowedFd<'_>, index: u32) -> Result<vfio_irq_info, Errno> {
     let mut arg = vfio_irq_info {
         argsz: argsz::<vfio_irq_info>(),
         flags: 0,
@@ -131,39 +130,84 @@ pub(crate) fn irq_info(dev: &File, index: u32) -> Result<vfio_irq_info, Errno> {
     };
     // SAFETY: `dev` is an open VFIO cdev; `arg` is live with a matching `argsz`; the kernel
     // reads and writes only inside it.
-    check(unsafe { ioctl_with_mut_ref(dev, VFIO_DEVICE_GET_IRQ_INFO(), &mut arg) })?;
+    check(unsafe { ioctl_with_mut_ref(&dev, VFIO_DEVICE_GET_IRQ_INFO(), &mut arg) })?;
     Ok(arg)
 }
 
 /// `VFIO_DEVICE_SET_IRQS` with a complete `struct vfio_irq_set` in `arg` (header and data,
 /// `argsz` equal to `arg.len()`, as `IrqSet::to_bytes` builds it).
-pub(crate) fn set_irqs(dev: &File, arg: &[u8]) -> Result<(), Errno> {
+pub(crate) fn set_irqs(dev: BorrowedFd<'_>, arg: &[u8]) -> Result<(), Errno> {
     // SAFETY: `dev` is an open VFIO cdev; `arg` is a readable buffer holding a complete
     // `struct vfio_irq_set` whose `argsz` is `arg.len()`, so the kernel copies at most that
     // many bytes from it and writes nothing. Eventfd numbers in it are only looked up by the
     // kernel; an invalid one fails the call.
-    check(unsafe { ioctl_with_ptr(dev, VFIO_DEVICE_SET_IRQS(), arg.as_ptr()) })
+    check(unsafe { ioctl_with_ptr(&dev, VFIO_DEVICE_SET_IRQS(), arg.as_ptr()) })
 }
 
-pub(crate) fn reset(dev: &File) -> Result<(), Errno> {
+pub(crate) fn reset(dev: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: `dev` is an open VFIO cdev; `VFIO_DEVICE_RESET` takes no argument.
-    check(unsafe { ioctl(dev, VFIO_DEVICE_RESET()) })
+    check(unsafe { ioctl(&dev, VFIO_DEVICE_RESET()) })
 }
 
 /// `pread` of exactly `buf.len()` bytes at `offset` (retrying short reads and `EINTR`).
-pub(crate) fn pread_exact(dev: &File, buf: &mut [u8], offset: u64) -> Result<(), String> {
-    use std::os::unix::fs::FileExt;
-    dev.read_exact_at(buf, offset).map_err(|e| e.to_string())
+pub(crate) fn pread_exact(dev: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<(), String> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let at = offset
+            .checked_add(done as u64)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or("offset overflows off_t")?;
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a live, writable buffer of `rest.len()` bytes, the most the
+        // kernel writes; `dev` is borrowed, so it stays open for the call.
+        let n = unsafe { libc::pread(dev.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(format!("end of region after {done} of {} bytes", buf.len())),
+            _ => {
+                let errno = Errno::last();
+                if errno.raw() != libc::EINTR {
+                    return Err(errno.to_string());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
-/// `pwrite` of exactly `buf.len()` bytes at `offset`.
-pub(crate) fn pwrite_all(dev: &File, buf: &[u8], offset: u64) -> Result<(), String> {
-    use std::os::unix::fs::FileExt;
-    dev.write_all_at(buf, offset).map_err(|e| e.to_string())
+/// `pwrite` of exactly `buf.len()` bytes at `offset` (retrying short writes and `EINTR`).
+pub(crate) fn pwrite_all(dev: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<(), String> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let at = offset
+            .checked_add(done as u64)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or("offset overflows off_t")?;
+        let rest = &buf[done..];
+        // SAFETY: `rest` is a live, readable buffer of `rest.len()` bytes, the most the
+        // kernel reads; `dev` is borrowed, so it stays open for the call.
+        let n = unsafe { libc::pwrite(dev.as_raw_fd(), rest.as_ptr().cast(), rest.len(), at) };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(format!("wrote nothing after {done} of {} bytes", buf.len())),
+            _ => {
+                let errno = Errno::last();
+                if errno.raw() != libc::EINTR {
+                    return Err(errno.to_string());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `mmap(NULL, len, prot, MAP_SHARED, dev, offset)`.
-pub(crate) fn mmap(dev: &File, len: usize, prot: i32, offset: u64) -> Result<*mut u8, Errno> {
+pub(crate) fn mmap(
+    dev: BorrowedFd<'_>,
+    len: usize,
+    prot: i32,
+    offset: u64,
+) -> Result<*mut u8, Errno> {
     let off = libc::off_t::try_from(offset).map_err(|_| Errno(libc::EOVERFLOW))?;
     // SAFETY: a fresh shared mapping at an address the kernel chooses (NULL hint, no
     // MAP_FIXED), so no existing memory of this process is replaced; the result is checked.
