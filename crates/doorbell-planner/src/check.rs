@@ -3,7 +3,7 @@
 
 //! An independent check of a plan against its input, for tests and the fuzz target.
 //!
-//! It restates the rules from DESIGN.md directly instead of calling the planner's code, so
+//! It restates the rules from docs/design.md directly instead of calling the planner's code, so
 //! that a planner bug is not hidden by the same bug here.
 
 use iommufd_ioas::{IovaRange, ReservedKind};

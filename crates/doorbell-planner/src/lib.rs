@@ -70,7 +70,7 @@
 //!
 //! * **The preferred base is honoured exactly or refused.** Silently moving the vITS would
 //!   break a VMM that already put its address in the FDT.
-//! * **Guest MMIO stays out of the window**, not only RAM (DESIGN.md strategy 2). Without a
+//! * **Guest MMIO stays out of the window**, not only RAM (docs/design.md, layer 2). Without a
 //!   vIOMMU IOVA = GPA, and the window is an IOVA hole whose pages belong to doorbells, so
 //!   nothing else the guest could hand the device as a DMA address may live there. Guest
 //!   MMIO may overlap other host reserved regions (they only constrain DMA), but the

@@ -922,7 +922,7 @@ impl<'a> Ctx<'a> {
         ))
     }
 
-    /// The write-through policy (DESIGN.md strategy 3 for a vIOMMU).
+    /// The write-through policy (docs/design.md, layer 3 for a vIOMMU).
     fn policy(&self, doorbell: u64) -> Result<(DoorbellPolicy, String), PlanError> {
         let caps = self.input.kernel;
         let device = self.input.device;

@@ -1,7 +1,7 @@
 // Copyright 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The planner on the test host's facts and on the cases DESIGN.md names.
+//! The planner on the test host's facts and on the cases docs/design.md names.
 
 use doorbell_planner::{
     ControllerGeometry, DoorbellPolicy, NamedRange, Plan, PlanError, PlanInput, RamRequest, Report,

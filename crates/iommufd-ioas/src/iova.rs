@@ -156,7 +156,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// What the SMMUv3 test host reports after attaching the igb (DESIGN.md, measured).
+    /// What the SMMUv3 test host reports after attaching the igb (docs/design.md, measured in the test host).
     fn smmu_ranges() -> IovaRanges {
         IovaRanges::from_kernel(&[(0, 0x7ff_ffff), (0x810_0000, 0xffff_ffff_ffff)], 0x1000).unwrap()
     }
