@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! A Linux errno that prints by its symbolic name.
 //!
 //! Kernel interfaces answer with an errno; an operator reading a log wants to see `EINVAL`,

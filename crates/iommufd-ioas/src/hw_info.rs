@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! `IOMMU_GET_HW_INFO`: what the IOMMU behind a device is, and its raw ID registers.
 //!
 //! The kernel fills a type-specific blob; this module decodes it from bytes with bounds

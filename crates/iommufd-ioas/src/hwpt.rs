@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Hardware page tables, vIOMMUs and vDEVICEs: the objects a VMM needs for nested
 //! translation, each destroyed on drop, each holding its parent so that the kernel's
 //! reference order (vDEVICE -> vIOMMU -> nest-parent HWPT -> IOAS) can never be violated from

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! [`Ioas`]: an IO address space, and the map, unmap, copy and range calls on it.
 
 use std::os::fd::{AsRawFd, BorrowedFd};

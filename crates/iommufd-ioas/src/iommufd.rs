@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! [`Iommufd`]: an open `/dev/iommu`, the root every object of this crate hangs from.
 
 use std::fs::{File, OpenOptions};

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! IOVA ranges: the allowed-range list of an IOAS and the holes between its entries.
 //!
 //! `IOMMU_IOAS_IOVA_RANGES` reports the IOVAs a mapping may use; everything between two

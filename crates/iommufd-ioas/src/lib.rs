@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Safe iommufd IO address space management for VMMs.
 //!
 //! This crate sits on `iommufd-ioctls` and `iommufd-bindings` and gives a VMM what it needs

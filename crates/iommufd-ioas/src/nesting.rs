@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Whether the running kernel gives a device a vIOMMU, and, when it does not, why: the probe
 //! a VMM runs before it offers a guest a virtual SMMU.
 //!

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The RAII core shared by every iommufd object: an ID that is destroyed exactly once.
 
 use std::sync::Arc;

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! `IOMMU_OPTION`: get and set simple options on the iommufd or on one of its objects.
 
 use iommufd_bindings::iommufd::{

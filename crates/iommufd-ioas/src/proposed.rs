@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! **Not-yet-upstream UAPI**, kept in this one module, and the probes that tell whether the
 //! running kernel has it.
 //!

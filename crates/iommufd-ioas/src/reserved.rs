@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Reserved IOVA regions of a device's IOMMU group, from
 //! `/sys/kernel/iommu_groups/<N>/reserved_regions`.
 //!

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The kernel-facing layer: every ioctl this crate issues on `/dev/iommu` goes through here.
 //!
 //! The ioctls that `iommufd-ioctls` already wraps (`IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`,

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! vEVENTQs (`IOMMU_VEVENTQ_ALLOC`): the queue through which the kernel hands a VMM the
 //! events of its vIOMMU's devices (for SMMUv3, event records with the virtual StreamID), to
 //! be injected into the guest's own event queue.

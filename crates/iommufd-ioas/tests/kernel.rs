@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! IOAS calls against a real kernel.
 //!
 //! They need `/dev/iommu` (`CONFIG_IOMMUFD`). Where it is absent they print why and return;

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Plugging a VFIO passthrough device (`vfio-passthrough`) into this VMM.
 //!
 //! The order matters and is the kernel's: the device is opened, bound and planned for

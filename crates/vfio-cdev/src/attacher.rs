@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! [`Attacher`]: moving a bound device between page tables from another part of the VMM.
 //!
 //! A VMM with a virtual IOMMU changes a device's page table whenever the guest changes the

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! [`VfioDevice`]: a VFIO device opened through its cdev and driven through iommufd.
 
 use std::fs::{File, OpenOptions};

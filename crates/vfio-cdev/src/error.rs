@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Errors: one variant per operation, naming the ioctl, the device, the object and the
 //! errno.
 

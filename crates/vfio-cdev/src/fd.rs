@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! [`DeviceFd`]: the VFIO device operations over any device file descriptor.
 //!
 //! A VMM that already has its own VFIO device object (cloud-hypervisor holds `vfio-ioctls`'

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! `VFIO_DEVICE_GET_IRQ_INFO` results and the `VFIO_DEVICE_SET_IRQS` argument builder.
 //!
 //! `struct vfio_irq_set` is a 20-byte header (`argsz`, `flags`, `index`, `start`, `count`)

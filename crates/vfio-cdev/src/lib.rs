@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! VFIO cdev device layer for VMMs on iommufd.
 //!
 //! [`VfioDevice`] opens a device by cdev path or PCI address, binds it to an

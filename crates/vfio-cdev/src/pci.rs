@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! PCI addresses and the sysfs lookups from a PCI device to its VFIO cdev and back.
 //!
 //! A device bound to vfio-pci with `CONFIG_VFIO_DEVICE_CDEV` has exactly one entry

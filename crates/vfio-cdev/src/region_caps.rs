@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The capability chain of `VFIO_DEVICE_GET_REGION_INFO`, parsed from bytes.
 //!
 //! The kernel appends capabilities after `struct vfio_region_info` (32 bytes) and links them

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The kernel-facing layer: every ioctl, `pread`/`pwrite` and `mmap` on a VFIO cdev goes
 //! through here. Above it, everything works on plain values.
 //!

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Repetition: 100 bring-up/teardown cycles of a passed-through device against the real
 //! kernel, measuring after each that nothing grows.
 //!

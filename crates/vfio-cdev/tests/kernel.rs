@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! VFIO cdev + iommufd calls against a real kernel and a real (QEMU-emulated) igb NIC
 //! behind an SMMUv3 and a GICv3 ITS.
 //!

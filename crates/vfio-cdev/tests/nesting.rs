@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Nested translation on the real kernel: a guest-owned stage 1 (built here, in "guest RAM"
 //! that is an IOAS mapping at IPA 0x4000_0000) over the VMM's stage 2, through iommufd's
 //! vIOMMU on QEMU's SMMUv3, with the igb's DMA and MSI-X as the device.

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The proposed user-settable software MSI window (`IOMMU_OPTION_SW_MSI_START` /
 //! `IOMMU_OPTION_SW_MSI_SIZE`) and per-vector MSI addresses (`VFIO_IRQ_SET_DATA_MSI_IOVA |
 //! VFIO_IRQ_SET_ACTION_PREPARE`), see `iommufd_ioas::proposed` and the project's

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The traits a passthrough device drives: the physical device, the interrupt router and the
 //! guest memory map. The VMM plugs in implementations (VFIO and KVM ones are in this crate);
 //! tests plug in fakes, so every decision above these calls is tested without a kernel.

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The guest's view of the BAR registers (PCI 3.0 §6.2.5.1): addresses the guest programs,
 //! sizing by writing all-ones, 64-bit pairs, and hidden BARs.
 //!

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The guest's view of the device's configuration space.
 //!
 //! Every byte of the type 0 header and the capability area has an owner (PCI 3.0 §6.1,

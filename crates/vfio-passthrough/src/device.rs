@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! [`PassthroughDevice`]: a passed-through PCI function as the guest sees it.
 
 use std::sync::Arc;

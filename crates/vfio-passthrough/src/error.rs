@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Errors of setting a passthrough device up. Once running, guest accesses cannot fail:
 //! host-side failures are logged and counted (`FaultCounters`).
 

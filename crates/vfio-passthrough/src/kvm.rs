@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! KVM implementations of [`MsiRouter`] and [`GuestMapper`].
 //!
 //! The router keeps the VM's whole MSI routing table (KVM replaces the table on every

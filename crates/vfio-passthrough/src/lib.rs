@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! A VFIO PCI passthrough device for a KVM VMM, with MSI-X reaching the guest through a
 //! doorbell the VMM chose.
 //!

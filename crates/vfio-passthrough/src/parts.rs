@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Building the guest-visible model of a function from its config space and BARs: the
 //! capability plan, the MSI-X emulation with its layout, the guest BARs and the virtual
 //! config space. Pure: no device access.

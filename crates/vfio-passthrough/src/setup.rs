@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The bring-up a VMM embeds, in the order the kernel requires:
 //!
 //! 1. [`PreparedDevice::open`]: open the VFIO cdev, bind it to an iommufd, read the host's

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The VFIO implementation of [`DeviceBackend`]: a bound, attached [`VfioDevice`] plus the
 //! BAR mappings the passthrough model uses.
 

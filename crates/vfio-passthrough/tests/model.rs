@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The passthrough model driven the way Linux's igb driver drives an 82576, against fake
 //! backends that record every call: BAR placement and direct maps, MSI-X bring-up under
 //! Function Mask (one routing update), masking and pending delivery, address changes,

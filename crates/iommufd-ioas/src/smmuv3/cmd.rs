@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! SMMUv3 commands that a vIOMMU forwards through `IOMMU_HWPT_INVALIDATE` (Arm IHI 0070 4.1
 //! "Commands" and 4.4 "TLB invalidation"; Linux `struct iommu_viommu_arm_smmuv3_invalidate`).
 //!

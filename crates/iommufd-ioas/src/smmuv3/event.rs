@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! SMMUv3 event records as a vEVENTQ delivers them (Arm IHI 0070 7.3 "Event records"; Linux
 //! `struct iommu_vevent_arm_smmuv3`): 32 bytes, little-endian, with the StreamID replaced by
 //! the device's virtual ID (its vDEVICE's `virt_id`).

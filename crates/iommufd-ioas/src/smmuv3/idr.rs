@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The host SMMU's ID registers (Arm IHI 0070 6.3.1 SMMU_IDR0 .. 6.3.6 SMMU_IDR5), decoded.
 
 use super::bits;

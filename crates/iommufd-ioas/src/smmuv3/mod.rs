@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The ARM SMMUv3 side of iommufd nesting: the driver-specific data that crosses the UAPI,
 //! typed and checked before any ioctl is issued.
 //!

@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The guest Stream Table Entry that a nested HWPT is allocated from (Arm IHI 0070 5.2
 //! "Stream Table Entry"; Linux `struct iommu_hwpt_arm_smmuv3`).
 //!

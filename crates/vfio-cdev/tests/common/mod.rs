@@ -1,3 +1,6 @@
+// Copyright © 2026 The passthrough-msi authors
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! What the in-guest VFIO test files share: finding the test NICs, skipping outside the QEMU
 //! test host, the device lock, and helpers that read the device's MSI-X table and make the
 //! igb raise an interrupt.
