@@ -356,7 +356,10 @@ mod tests {
         let null = std::fs::File::open("/dev/null").unwrap();
         let dev = DeviceFd::new(null.as_fd(), "not-a-vfio-device");
         let e = dev.region_info(0).unwrap_err().to_string();
-        assert!(e.contains("not-a-vfio-device") && e.contains("ENOTTY"), "{e}");
+        assert!(
+            e.contains("not-a-vfio-device") && e.contains("ENOTTY"),
+            "{e}"
+        );
         let e = dev.irq_info(IrqIndex::Msix).unwrap_err().to_string();
         assert!(e.contains("not-a-vfio-device"), "{e}");
         let e = dev.device_info().unwrap_err().to_string();
