@@ -30,6 +30,12 @@ const DIRTY: u8 = 16;
 /// Up to this many dirty vectors are listed; beyond, a commit scans every record.
 pub(crate) const LIST_LIMIT: usize = 64;
 
+/// [`Vectors::lone`]: nothing is dirty and nothing was released.
+const LONE_NONE: u32 = u32::MAX;
+/// [`Vectors::lone`]: more than one vector is dirty, or the list overflowed, or something
+/// was released (also used whenever unsure: it only disables the one-vector commit).
+const LONE_MANY: u32 = u32::MAX - 1;
+
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(32))]
 struct Slot {
@@ -112,6 +118,11 @@ pub(crate) struct Vectors {
     dirty_list: Vec<u16>,
     /// More than [`LIST_LIMIT`] vectors are dirty: the list is incomplete.
     overflow: bool,
+    /// Summary for the trapped-write commit, one load instead of four: [`LONE_NONE`] when
+    /// nothing is dirty and nothing was released; the index `j` when `j` is the only dirty
+    /// vector and nothing was released (the list is then empty: `j` is kept here alone);
+    /// [`LONE_MANY`] otherwise (the list, or the overflow scan, holds every dirty vector).
+    lone: u32,
     due: bool,
     released: Bitmap,
     released_count: usize,
@@ -132,6 +143,7 @@ impl Vectors {
             slots: vec![slot; n],
             dirty_list: Vec::with_capacity(LIST_LIMIT),
             overflow: false,
+            lone: LONE_NONE,
             due: false,
             released: Bitmap::new(n),
             released_count: 0,
@@ -167,16 +179,38 @@ impl Vectors {
         }
     }
 
+    /// Marks vector `i` dirty. A lone dirty vector is kept in `lone` alone (no list push:
+    /// the common trapped-write flow never touches the list); the list takes over, with
+    /// that vector first, when a second one becomes dirty.
     #[inline(always)]
-    fn mark_dirty(slot: &mut Slot, i: usize, list: &mut Vec<u16>, overflow: &mut bool) {
+    fn mark_dirty(
+        slot: &mut Slot,
+        i: usize,
+        list: &mut Vec<u16>,
+        overflow: &mut bool,
+        lone: &mut u32,
+    ) {
         if slot.flags & DIRTY == 0 {
             slot.flags |= DIRTY;
-            if !*overflow {
-                if list.len() < LIST_LIMIT {
-                    list.push(i as u16);
-                } else {
-                    *overflow = true;
+            match *lone {
+                LONE_NONE => *lone = i as u32,
+                LONE_MANY => Self::list_push(list, overflow, i),
+                j => {
+                    Self::list_push(list, overflow, j as usize);
+                    Self::list_push(list, overflow, i);
+                    *lone = LONE_MANY;
                 }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn list_push(list: &mut Vec<u16>, overflow: &mut bool, i: usize) {
+        if !*overflow {
+            if list.len() < LIST_LIMIT {
+                list.push(i as u16);
+            } else {
+                *overflow = true;
             }
         }
     }
@@ -198,32 +232,35 @@ impl Vectors {
         let Some(slot) = self.slots.get_mut(i) else {
             return WriteOutcome::OutOfRange;
         };
-        let new = slot.entry.with_dword(field, value);
-        if new == slot.entry {
+        let old = slot.entry;
+        let new = old.with_dword(field, value);
+        if new.dword(field) == old.dword(field) {
             return WriteOutcome::Unchanged;
         }
         slot.entry = new;
         let route = route_of(&new, enabled, function_masked);
-        if route.deliverable() && pba.get(i) {
+        // A vector that was deliverable before the write has no Pending bit (a deliverable
+        // vector is never pending), so only one that just became deliverable is looked up.
+        if route.deliverable() && (old.masked() || !enabled || function_masked) && pba.get(i) {
             return WriteOutcome::ReleasePending;
         }
         let due = slot.is_due(&route);
-        let only_this = !self.overflow
-            && self.released_count == 0
-            && match self.dirty_list.as_slice() {
-                [] => true,
-                [j] => usize::from(*j) == i,
-                _ => false,
-            };
+        let only_this = self.lone == LONE_NONE || self.lone == i as u32;
         if !due || self.due || !only_this {
             self.due |= due;
-            Self::mark_dirty(slot, i, &mut self.dirty_list, &mut self.overflow);
+            Self::mark_dirty(
+                slot,
+                i,
+                &mut self.dirty_list,
+                &mut self.overflow,
+                &mut self.lone,
+            );
             return WriteOutcome::Noted;
         }
         // The batch is this vector alone, and due implies it differs from what was
         // reported.
         slot.set_reported(&route);
-        self.dirty_list.clear();
+        self.lone = LONE_NONE;
         out.updates.clear();
         out.deliveries.clear();
         out.updates.push(route.with_index(i as u16));
@@ -235,7 +272,13 @@ impl Vectors {
     pub(crate) fn note(&mut self, i: usize, current: Route) {
         if let Some(slot) = self.slots.get_mut(i) {
             self.due |= slot.is_due(&current);
-            Self::mark_dirty(slot, i, &mut self.dirty_list, &mut self.overflow);
+            Self::mark_dirty(
+                slot,
+                i,
+                &mut self.dirty_list,
+                &mut self.overflow,
+                &mut self.lone,
+            );
         }
     }
 
@@ -255,6 +298,7 @@ impl Vectors {
         } else {
             self.overflow = true;
         }
+        self.lone = LONE_MANY;
     }
 
     /// Forgets what was reported: the next batch reports every vector.
@@ -273,7 +317,10 @@ impl Vectors {
     }
 
     pub(crate) fn has_dirty(&self) -> bool {
-        !self.dirty_list.is_empty() || self.overflow || self.released_count != 0
+        !self.dirty_list.is_empty()
+            || self.overflow
+            || self.released_count != 0
+            || self.lone < LONE_MANY
     }
 
     /// Fills `out` with the coalesced batch.
@@ -300,6 +347,11 @@ impl Vectors {
                 }
             }
             self.overflow = false;
+        } else if self.lone < LONE_MANY {
+            let j = self.lone as usize;
+            if let Some(s) = self.slots.get_mut(j) {
+                visit(j, s);
+            }
         } else {
             if self.dirty_list.len() > 1 {
                 self.dirty_list.sort_unstable();
@@ -314,6 +366,7 @@ impl Vectors {
         if self.released_count != 0 {
             self.take_releases(out);
         }
+        self.lone = LONE_NONE;
         self.due = false;
     }
 
@@ -341,6 +394,12 @@ impl Vectors {
                 self.released.set(i);
                 self.released_count += 1;
             }
+            if self.lone < LONE_MANY {
+                // The lone dirty vector moves into the list.
+                let j = self.lone as usize;
+                Self::list_push(&mut self.dirty_list, &mut self.overflow, j);
+            }
+            self.lone = LONE_MANY;
             self.due = true;
         }
     }
