@@ -155,7 +155,10 @@ pub struct FaultCounters {
 /// bits, and an unmask delivers them once (either from the Pending bit or from the eventfd
 /// count when the irqfd is reassigned, never both).
 pub struct PassthroughDevice<D: DeviceBackend, R: MsiRouter, M: GuestMapper> {
-    backend: D,
+    /// Dropped by hand in `Drop`: kept alive for good (leaked) when a direct BAR mapping
+    /// could not be removed from the guest, so that the guest never reaches memory that
+    /// the BAR's host mapping would leave behind.
+    backend: std::mem::ManuallyDrop<D>,
     router: R,
     mapper: M,
     config: VirtualConfig,
@@ -172,6 +175,15 @@ pub struct PassthroughDevice<D: DeviceBackend, R: MsiRouter, M: GuestMapper> {
     remap: Option<(std::sync::Arc<dyn MsiRemapping>, u32)>,
     /// Buffers of `apply`, kept so that a commit does not allocate.
     scratch: Option<Box<Scratch>>,
+    /// GSIs whose route removal failed: not released (`MsiRouter::release_gsi` wants the
+    /// route gone first); removed and released with the next routing update.
+    stale_gsis: Vec<u32>,
+    /// After a failed routing update: send every live route again with the next one.
+    routes_resync: bool,
+    /// Direct mappings whose removal failed: retried at the next BAR change and teardown.
+    stale_maps: Vec<(u8, u32)>,
+    /// A direct mapping could not be removed at teardown: never drop the backend.
+    leak_backend: bool,
 }
 
 /// Reused buffers of [`PassthroughDevice::apply`].
@@ -223,7 +235,7 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             });
         }
         Ok(PassthroughDevice {
-            backend,
+            backend: std::mem::ManuallyDrop::new(backend),
             router,
             mapper,
             config,
@@ -236,6 +248,10 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             batch: Some(Box::default()),
             scratch: Some(Box::default()),
             remap: None,
+            stale_gsis: Vec::new(),
+            routes_resync: false,
+            stale_maps: Vec::new(),
+            leak_backend: false,
         })
     }
 
@@ -323,23 +339,9 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
             }
         }
         for &i in &lost {
-            let slot = &mut self.slots[i];
-            if slot.irqfd {
-                if let Some(gsi) = slot.gsi
-                    && let Err(e) = self.router.deassign_irqfd(&slot.eventfd, gsi)
-                {
-                    log::error!("MSI-X vector {i}: irqfd deassign failed: {e}");
-                    self.faults.router += 1;
-                }
-                slot.irqfd = false;
-            }
+            self.deassign(i);
         }
-        if !changes.is_empty()
-            && let Err(e) = self.router.set_routes(&changes)
-        {
-            log::error!("routing update of {} routes failed: {e}", changes.len());
-            self.faults.router += 1;
-        }
+        self.push_routes(&mut changes, &[]);
         // A vector that regained its route gets its irqfd back if it is deliverable.
         for i in regained {
             let deliverable = self
@@ -394,7 +396,7 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
 
     /// A guest config-space read.
     pub fn read_config(&mut self, offset: u16, data: &mut [u8]) {
-        self.config.read(&self.backend, offset, data);
+        self.config.read(&*self.backend, offset, data);
         if let Some(msix) = &self.msix {
             msix.read_config(offset, data);
         }
@@ -403,7 +405,7 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
     /// A guest config-space write. Returns the BAR decode changes, for the VMM's MMIO bus
     /// (the device has already updated its own direct mappings).
     pub fn write_config(&mut self, offset: u16, data: &[u8]) -> Vec<BarChange> {
-        let changes = self.config.write(&self.backend, offset, data);
+        let changes = self.config.write(&*self.backend, offset, data);
         if let Some(msix) = &mut self.msix
             && self.config.touches_msix(offset, data.len())
         {
@@ -510,15 +512,19 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
     }
 
     fn remap(&mut self, changes: &[BarChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        // Mappings whose removal failed before: try again first.
+        for (bar, handle) in std::mem::take(&mut self.stale_maps) {
+            self.unmap_or_keep(bar, handle);
+        }
         for change in changes {
             let bar = change.bar;
             let mut keep = Vec::with_capacity(self.mapped.len());
-            for (b, handle) in self.mapped.drain(..) {
+            for (b, handle) in std::mem::take(&mut self.mapped) {
                 if b == bar {
-                    if let Err(e) = self.mapper.unmap(handle) {
-                        log::error!("unmap of BAR{bar} piece (handle {handle}) failed: {e}");
-                        self.faults.mapping += 1;
-                    }
+                    self.unmap_or_keep(b, handle);
                 } else {
                     keep.push((b, handle));
                 }
@@ -653,27 +659,18 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                         if slot.route.take().is_some() {
                             changes.push((gsi, None));
                         }
-                        if slot.irqfd {
-                            if let Err(e) = self.router.deassign_irqfd(&slot.eventfd, gsi) {
-                                log::error!("MSI-X vector {i}: irqfd deassign failed: {e}");
-                                self.faults.router += 1;
-                            }
-                            slot.irqfd = false;
-                        }
                         slot.unroutable = Some(e);
+                        self.deassign(i);
                     }
                 }
             } else {
-                if slot.irqfd {
-                    if let Some(gsi) = slot.gsi
-                        && let Err(e) = self.router.deassign_irqfd(&slot.eventfd, gsi)
-                    {
-                        log::error!("MSI-X vector {i}: irqfd deassign failed: {e}");
-                        self.faults.router += 1;
-                    }
-                    slot.irqfd = false;
-                }
+                self.deassign(i);
+                let slot = &mut self.slots[i];
+                // A GSI whose irqfd is still assigned (its deassign failed) stays with the
+                // vector until the deassign succeeds (retried at the next change, and at
+                // teardown).
                 if !u.enabled
+                    && !slot.irqfd
                     && let Some(gsi) = slot.gsi.take()
                 {
                     changes.push((gsi, None));
@@ -684,23 +681,21 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
         }
 
         // One routing-table update for the whole batch.
-        if !changes.is_empty()
-            && let Err(e) = self.router.set_routes(changes)
-        {
-            log::error!("routing update of {} routes failed: {e}", changes.len());
-            self.faults.router += 1;
-        }
-        for &gsi in release.iter() {
-            self.router.release_gsi(gsi);
-        }
+        self.push_routes(changes, release);
 
         if !msix_enabled && self.slots.iter().any(|s| s.host_enabled) {
-            if let Err(e) = self.backend.disable_vectors() {
-                log::error!("MSI-X disable on the device failed: {e}");
-                self.faults.device += 1;
-            }
-            for slot in &mut self.slots {
-                slot.host_enabled = false;
+            match self.backend.disable_vectors() {
+                Ok(()) => {
+                    for slot in &mut self.slots {
+                        slot.host_enabled = false;
+                    }
+                }
+                // The vectors stay enabled on the device: the next commit tries again
+                // (`host_state_stale`), and so does teardown.
+                Err(e) => {
+                    log::error!("MSI-X disable on the device failed: {e}");
+                    self.faults.device += 1;
+                }
             }
         }
 
@@ -822,7 +817,13 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                     self.faults.device += 1;
                 }
             }
-            let device_address = self.backend.read_table_address(i as u16).ok().flatten();
+            let device_address = match self.backend.read_table_address(i as u16) {
+                Ok(a) => a,
+                Err(e) => {
+                    log::warn!("MSI-X vector {i}: real table not readable after reset: {e}");
+                    None
+                }
+            };
             if let Some(r) = self.slots[i].record.as_mut() {
                 r.device_address = device_address;
             }
@@ -861,31 +862,141 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
     }
 
     /// Tears the interrupt state down: irqfds, routes, GSIs and the device's vectors.
-    fn teardown(&mut self) {
-        let mut changes = Vec::new();
-        for slot in &mut self.slots {
-            if let Some(gsi) = slot.gsi {
-                if slot.irqfd {
-                    let _ = self.router.deassign_irqfd(&slot.eventfd, gsi);
-                    slot.irqfd = false;
+    /// Removes a direct mapping; a failure is reported and the mapping kept in
+    /// `stale_maps` for a later attempt.
+    fn unmap_or_keep(&mut self, bar: u8, handle: u32) {
+        if let Err(e) = self.mapper.unmap(handle) {
+            log::error!("unmap of BAR{bar} piece (handle {handle}) failed: {e}");
+            self.faults.mapping += 1;
+            self.stale_maps.push((bar, handle));
+        }
+    }
+
+    /// Deassigns vector `i`'s irqfd if it has one. On failure the irqfd is still assigned
+    /// and the books say so (`irqfd` stays set), so that the next change of the vector and
+    /// teardown try again.
+    fn deassign(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let (true, Some(gsi)) = (slot.irqfd, slot.gsi) else {
+            return;
+        };
+        match self.router.deassign_irqfd(&slot.eventfd, gsi) {
+            Ok(()) => slot.irqfd = false,
+            Err(e) => {
+                log::error!("MSI-X vector {i}: irqfd deassign from GSI {gsi} failed: {e}");
+                self.faults.router += 1;
+            }
+        }
+    }
+
+    /// One routing update: `changes`, preceded after a failed update by every live route
+    /// (so that the table is whole again) and followed by the removal of the GSIs whose
+    /// removal failed before. On success the GSIs in `release` and those go back to the
+    /// router; on failure they are kept, since a GSI must not be released with its route
+    /// still installed (`MsiRouter::release_gsi`), and the next update carries them.
+    /// Returns whether the update went through.
+    fn push_routes(&mut self, changes: &mut Vec<(u32, Option<MsiRoute>)>, release: &[u32]) -> bool {
+        if self.routes_resync {
+            let live: Vec<(u32, Option<MsiRoute>)> = self
+                .slots
+                .iter()
+                .filter_map(|s| Some((s.gsi?, Some(s.route?))))
+                .collect();
+            changes.splice(0..0, live);
+        }
+        changes.extend(self.stale_gsis.iter().map(|g| (*g, None)));
+        if changes.is_empty() {
+            return true;
+        }
+        match self.router.set_routes(changes) {
+            Ok(()) => {
+                self.routes_resync = false;
+                for &gsi in release.iter().chain(self.stale_gsis.iter()) {
+                    self.router.release_gsi(gsi);
                 }
-                changes.push((gsi, None));
+                self.stale_gsis.clear();
+                true
+            }
+            Err(e) => {
+                let mut gsis: Vec<u32> = changes.iter().map(|(g, _)| *g).collect();
+                gsis.sort_unstable();
+                gsis.dedup();
+                log::error!("routing update of GSIs {gsis:?} failed: {e}");
+                self.faults.router += 1;
+                self.routes_resync = true;
+                self.stale_gsis.extend_from_slice(release);
+                false
             }
         }
-        if !changes.is_empty() {
-            let _ = self.router.set_routes(&changes);
+    }
+
+    /// Tears the interrupt state down: irqfds, routes, GSIs, the device's vectors and the
+    /// direct mappings. Each failed call is reported and tried once more; what still fails
+    /// stays (and is reported): an irqfd or route the VM's teardown removes, a GSI never
+    /// released, or a direct mapping, for which the backend's BAR mappings are kept for
+    /// good so that the guest never reaches reused memory.
+    fn teardown(&mut self) {
+        for i in 0..self.slots.len() {
+            self.deassign(i);
+            if self.slots[i].irqfd {
+                self.deassign(i);
+            }
         }
+        let mut changes = Vec::new();
+        let mut release = Vec::new();
         for slot in &mut self.slots {
-            if let Some(gsi) = slot.gsi.take() {
-                self.router.release_gsi(gsi);
+            // A GSI whose irqfd could not be deassigned keeps its route: an interrupt on it
+            // must not meet a removed route.
+            if slot.irqfd {
+                continue;
             }
-            slot.route = None;
+            if let Some(gsi) = slot.gsi.take() {
+                changes.push((gsi, None));
+                release.push(gsi);
+                slot.route = None;
+            }
+        }
+        // The resync is moot: every route is going.
+        self.routes_resync = false;
+        if !self.push_routes(&mut changes.clone(), &release) {
+            // The failed GSIs are in `stale_gsis` now; one more attempt.
+            let mut none = Vec::new();
+            if !self.push_routes(&mut none, &[]) {
+                log::error!(
+                    "GSIs {:?} stay allocated: their routes could not be removed",
+                    self.stale_gsis
+                );
+            }
         }
         if self.slots.iter().any(|s| s.host_enabled) {
-            let _ = self.backend.disable_vectors();
+            let mut result = self.backend.disable_vectors();
+            if let Err(e) = &result {
+                log::error!("MSI-X disable on the device failed: {e}; trying again");
+                self.faults.device += 1;
+                result = self.backend.disable_vectors();
+            }
+            match result {
+                Ok(()) => {
+                    for slot in &mut self.slots {
+                        slot.host_enabled = false;
+                    }
+                }
+                Err(e) => log::error!("MSI-X disable on the device failed again: {e}"),
+            }
         }
-        for (_, handle) in self.mapped.drain(..) {
-            let _ = self.mapper.unmap(handle);
+        let mut left = std::mem::take(&mut self.stale_maps);
+        left.append(&mut self.mapped);
+        for (bar, handle) in left {
+            self.unmap_or_keep(bar, handle);
+        }
+        for (bar, handle) in std::mem::take(&mut self.stale_maps) {
+            if let Err(e) = self.mapper.unmap(handle) {
+                log::error!(
+                    "unmap of BAR{bar} piece (handle {handle}) failed again: {e}; the guest \
+                     still maps it, so the device's BAR mappings are kept (leaked)"
+                );
+                self.leak_backend = true;
+            }
         }
     }
 }
@@ -893,5 +1004,10 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
 impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> Drop for PassthroughDevice<D, R, M> {
     fn drop(&mut self) {
         self.teardown();
+        if !self.leak_backend {
+            // SAFETY: `backend` is dropped exactly once, here, and never used afterwards
+            // (this is the device's drop; no method runs after it).
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.backend) };
+        }
     }
 }
