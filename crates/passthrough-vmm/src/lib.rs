@@ -65,6 +65,9 @@ pub mod mmio;
 pub mod nested;
 pub mod passthrough;
 pub mod pci;
+pub mod reliability;
+#[cfg(target_arch = "aarch64")]
+mod reliability_glue;
 pub mod report;
 pub mod uart;
 pub mod viommu;

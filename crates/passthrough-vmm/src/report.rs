@@ -138,6 +138,8 @@ pub struct Report {
     pub timings: Timings,
     /// The passed-through device, with `--device`.
     pub passthrough: Option<crate::passthrough::PassthroughReport>,
+    /// Isolation and bookkeeping measured over the run (issue 18).
+    pub reliability: Option<crate::reliability::ReliabilityReport>,
 }
 
 impl Report {
@@ -187,6 +189,7 @@ impl Report {
             mmio,
             timings,
             passthrough: None,
+            reliability: None,
         }
     }
 

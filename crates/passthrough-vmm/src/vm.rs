@@ -230,6 +230,8 @@ pub struct Vm {
     /// Whether the device tree `load` wrote has a reserved-memory node (it never has; the
     /// report checks the blob itself).
     reserved_memory_node: bool,
+    /// The pattern pages around guest RAM's host mapping.
+    sentinels: Arc<crate::reliability::Sentinels>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -274,6 +276,11 @@ impl Vm {
             size: ram.size,
             reason: "larger than the host address space".to_owned(),
         })?;
+        // Sentinel pages of a known pattern right below and above RAM's host mapping
+        // (checked at the end of the run, see `reliability`): the reservation must come
+        // right before RAM's mapping, with nothing mapped in between.
+        let reservation =
+            crate::reliability::Sentinels::reserve(ram_len, crate::reliability::SENTINEL_BYTES);
         let memory =
             GuestMemoryMmap::from_ranges(&[(GuestAddress(ram.base), ram_len)]).map_err(|e| {
                 VmError::Ram {
@@ -289,6 +296,13 @@ impl Vm {
                 size: ram.size,
                 reason: e.to_string(),
             })?;
+        let sentinels = Arc::new(match reservation {
+            Ok(r) => crate::reliability::Sentinels::place(r, host as usize, ram.base),
+            Err(e) => {
+                log::warn!("no sentinel pages around guest RAM: {e}");
+                crate::reliability::Sentinels::none()
+            }
+        });
         let region = kvm_userspace_memory_region {
             slot: RAM_SLOT,
             flags: 0,
@@ -360,6 +374,7 @@ impl Vm {
             pci,
             slots: vec![(RAM_SLOT, ram)],
             reserved_memory_node: false,
+            sentinels,
             layout,
         })
     }
@@ -388,6 +403,11 @@ impl Vm {
     /// read from the blob itself (the builder never makes one).
     pub fn reserved_memory_node(&self) -> bool {
         self.reserved_memory_node
+    }
+
+    /// The sentinel pages around guest RAM.
+    pub fn sentinels(&self) -> &Arc<crate::reliability::Sentinels> {
+        &self.sentinels
     }
 
     /// The PCI bus behind the ECAM window: add functions here.
@@ -690,6 +710,13 @@ fn vcpu_loop(
 
 /// A passed-through device once attached, with what its report needs.
 struct Passthrough {
+    /// Samples routes and the real table (issue 18); stopped, and its table mapping
+    /// dropped, before the device goes.
+    monitor: Option<crate::reliability::Monitor>,
+    /// The iommufd, kept to check after teardown that every object ID is free again.
+    iommufd: Arc<iommufd_ioas::Iommufd>,
+    /// The highest iommufd object ID the bring-up saw.
+    highest_id: u32,
     /// The guest's vSMMU objects (`--viommu`): shut down before the device goes.
     nested: Option<crate::nested::Nested>,
     write_through: crate::passthrough::WriteThroughPath,
@@ -824,6 +851,8 @@ fn attach_passthrough(
         .iter()
         .map(|r| (r.start, r.last))
         .collect();
+    let iommufd = attached.iommufd().clone();
+    let highest_id = attached.dev_id().unwrap_or(0).max(attached.ioas().id());
     let router = Arc::new(Mutex::new(KvmMsiRouter::new(
         Arc::clone(vm.vm_fd()),
         PASSTHROUGH_FIRST_GSI,
@@ -831,8 +860,14 @@ fn attach_passthrough(
     )));
     let mapper = KvmSlotMapper::new(Arc::clone(vm.vm_fd()), PASSTHROUGH_SLOTS);
     let mut dev = attached
-        .into_device(router, mapper, devid, RelocationPolicy::IfShared)
+        .into_device(
+            Arc::clone(&router),
+            mapper,
+            devid,
+            RelocationPolicy::IfShared,
+        )
         .map_err(|e| e.to_string())?;
+    let table = crate::reliability_glue::map_real_table(&dev);
     if let Some(n) = &nested {
         // Routes carry the doorbell GPA the guest's gIOVA translates to.
         dev.set_msi_remapping(n.smmu.clone(), n.vsid);
@@ -861,6 +896,7 @@ fn attach_passthrough(
             }
         }));
     }
+    let monitor = crate::reliability_glue::start_monitor(&dev, router, table, devid);
     vm.pci_bus()
         .add(
             crate::passthrough::PASSTHROUGH_SLOT,
@@ -870,6 +906,9 @@ fn attach_passthrough(
         )
         .map_err(|e| e.to_string())?;
     Ok(Passthrough {
+        monitor,
+        iommufd,
+        highest_id,
         nested,
         write_through,
         dev,
@@ -893,6 +932,8 @@ const PASSTHROUGH_SLOTS: std::ops::Range<u32> = 100..164;
 /// the report as [`GuestExit::Error`], with exit code 1.
 pub fn run(cfg: &VmmConfig) -> Report {
     let started = Instant::now();
+    let at_start = crate::reliability::SelfFigures::now();
+    let canary = crate::reliability::Canary::new(1 << 20, started.elapsed().as_nanos() as u64);
     let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
     let failed = |layout: &MemoryLayout, e: String| {
         Report::new(
@@ -956,6 +997,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
     };
     let uart = Arc::clone(vm.uart());
     let mmio = Arc::clone(vm.mmio_bus());
+    let sentinels = Arc::clone(vm.sentinels());
     let mut reserved_memory_node = false;
     let (boot, exit, setup) = match vm.load(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline) {
         Ok(plan) => {
@@ -980,6 +1022,14 @@ pub fn run(cfg: &VmmConfig) -> Report {
             total_ms: ms(Instant::now()),
         },
     );
+    let mut passthrough = passthrough;
+    let monitor = passthrough
+        .as_mut()
+        .and_then(|p| p.monitor.take())
+        .map(crate::reliability::Monitor::finish);
+    let ids = passthrough
+        .as_ref()
+        .map(|p| (Arc::clone(&p.iommufd), p.highest_id));
     report.passthrough = passthrough.map(|mut p| {
         p.report(
             layout.its_doorbell(),
@@ -987,5 +1037,12 @@ pub fn run(cfg: &VmmConfig) -> Report {
             reserved_memory_node,
         )
     });
+    // Everything that holds the device, the vSMMU and the VM goes now: the bus (device,
+    // vSMMU) and the console (its interrupt line holds the VM).
+    drop(mmio);
+    drop(uart);
+    report.reliability = Some(crate::reliability_glue::finish(
+        monitor, &sentinels, &canary, at_start, ids,
+    ));
     report
 }
