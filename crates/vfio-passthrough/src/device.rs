@@ -129,9 +129,14 @@ pub struct FaultCounters {
     pub device: u64,
     /// Guest BAR direct-mapping changes that failed.
     pub mapping: u64,
-    /// Vectors whose real table address differed from the guest's under
+    /// Vectors whose real table address differed from the planned doorbell under
     /// `KernelProgrammed` (the doorbell plan did not hold).
     pub address_mismatch: u64,
+    /// Vectors the guest enabled with an address other than the doorbell under
+    /// `KernelProgrammed`: a guest error, not a host fault (the device keeps the kernel's
+    /// doorbell; the route carries the guest's address, which reaches no vITS). Counted,
+    /// logged at debug level only, so that a guest cannot flood the VMM's log.
+    pub guest_address_not_doorbell: u64,
     /// Deliverable vectors left unrouted because, through the guest's IOMMU, their address
     /// reached no doorbell.
     pub unroutable: u64,
@@ -654,7 +659,13 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                         // Enabled on the device (its address written through), but not
                         // routed: its interrupts wait in the eventfd until the address
                         // reaches a doorbell.
-                        log::warn!("MSI-X vector {i}: not routed: {e}");
+                        // Reported when it becomes unroutable, not at every commit (a
+                        // guest toggling the mask must not flood the log).
+                        if slot.unroutable.is_none() {
+                            log::warn!("MSI-X vector {i}: not routed: {e}");
+                        } else {
+                            log::debug!("MSI-X vector {i}: still not routed: {e}");
+                        }
                         self.faults.unroutable += 1;
                         if slot.route.take().is_some() {
                             changes.push((gsi, None));
@@ -769,15 +780,26 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughDevice<D, R, M> 
                 None
             }
         };
-        if let DeviceProgram::KernelProgrammed { guest_address, .. } = program
-            && let Some(real) = device_address
-            && real != guest_address
+        if let (
+            DeviceProgram::KernelProgrammed { guest_address, .. },
+            DoorbellPolicy::KernelProgrammed { doorbell_iova },
+        ) = (program, policy)
         {
-            log::error!(
-                "MSI-X vector {i}: the device uses doorbell {real:#x} but the guest \
-                 programmed {guest_address:#x}; the doorbell plan did not hold"
-            );
-            self.faults.address_mismatch += 1;
+            if let Some(real) = device_address
+                && real != doorbell_iova
+            {
+                log::error!(
+                    "MSI-X vector {i}: the device uses doorbell {real:#x}, not the planned \
+                     {doorbell_iova:#x}; the doorbell plan did not hold"
+                );
+                self.faults.address_mismatch += 1;
+            } else if guest_address != doorbell_iova {
+                log::debug!(
+                    "MSI-X vector {i}: the guest programmed {guest_address:#x}, not the \
+                     doorbell {doorbell_iova:#x}; its interrupts reach no vITS"
+                );
+                self.faults.guest_address_not_doorbell += 1;
+            }
         }
         let slot = &mut self.slots[i];
         slot.record = Some(EnableRecord {

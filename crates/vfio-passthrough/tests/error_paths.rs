@@ -612,3 +612,61 @@ fn the_fakes_fail_exactly_the_planned_call() {
     assert_eq!(r.allocate_gsi().unwrap(), FIRST_GSI + 1);
     assert_eq!(lock(&world).failed, Some((2, "allocate GSI")));
 }
+
+/// A hostile guest that enables vectors with addresses that are no doorbell, over and over
+/// (MSI-X Enable toggled 200 times): its own error, counted, never a host fault, and never
+/// one log record per toggle (the VMM's log is not the guest's to flood).
+#[test]
+fn a_guest_address_off_the_doorbell_is_the_guests_error_and_floods_no_log() {
+    take_records();
+    let world: Shared = Arc::default();
+    let mut dev = device(
+        &world,
+        DoorbellPolicy::KernelProgrammed {
+            doorbell_iova: DOORBELL,
+        },
+    );
+    for reg in [0x10, 0x14, 0x18, 0x1c] {
+        w32(&mut dev, reg, 0xffff_ffff);
+    }
+    w32(&mut dev, 0x1c, 0x1004_0000);
+    dev.write_config(0x04, &[0x06, 0x00]);
+    for round in 0..200u32 {
+        dev.write_config(MSIX_CAP + 2, &0xc009u16.to_le_bytes());
+        table_write(&mut dev, 0, 0, 0xfee0_0000 + 4 * (round % 16));
+        table_write(&mut dev, 0, 1, 0);
+        table_write(&mut dev, 0, 2, GUEST_DATA);
+        table_write(&mut dev, 0, 3, 0);
+        dev.write_config(MSIX_CAP + 2, &0x8009u16.to_le_bytes());
+        dev.write_config(MSIX_CAP + 2, &0x0009u16.to_le_bytes());
+    }
+    let f = dev.faults();
+    assert_eq!(f.address_mismatch, 0, "{f:?}");
+    assert_eq!(f.guest_address_not_doorbell, 200, "{f:?}");
+    drop(dev);
+    let records = take_records();
+    assert!(records.is_empty(), "{records:#?}");
+    let w = lock(&world);
+    assert!(w.gsis.is_empty() && w.routes.is_empty() && w.vectors_on.is_empty());
+}
+
+/// The plan failing is still a host fault: the kernel put another doorbell in the device.
+#[test]
+fn a_kernel_doorbell_off_the_plan_is_a_host_fault() {
+    take_records();
+    let world: Shared = Arc::default();
+    let mut dev = device(
+        &world,
+        DoorbellPolicy::KernelProgrammed {
+            doorbell_iova: DOORBELL + 0x10_0000,
+        },
+    );
+    dev.write_config(0x04, &[0x06, 0x00]);
+    msix_setup(&mut dev, 1, GUEST_DATA);
+    assert_eq!(dev.faults().address_mismatch, 1);
+    let records = take_records();
+    assert!(
+        records.iter().any(|r| r.contains("did not hold")),
+        "{records:#?}"
+    );
+}
