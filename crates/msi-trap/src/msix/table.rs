@@ -58,15 +58,19 @@ impl MsixEntry {
         self.address_lo & 3 == 0 && self.vector_control & !MSIX_VECTOR_CTRL_MASK == 0
     }
 
-    /// Dword `field & 3` of the entry (branch-free: the trapped read's hot path).
+    /// Dword `field & 3` of the entry (selects, no branch and no indexed stack array: an
+    /// array indexed by the field made the CPU mispredict memory ordering when successive
+    /// accesses hit different fields).
     #[inline(always)]
     pub(crate) fn dword(&self, field: usize) -> u32 {
-        [
-            self.address_lo,
-            self.address_hi,
-            self.data,
-            self.vector_control,
-        ][field & 3]
+        let odd = field & 1 != 0;
+        let low = if odd {
+            self.address_hi
+        } else {
+            self.address_lo
+        };
+        let high = if odd { self.vector_control } else { self.data };
+        if field & 2 != 0 { high } else { low }
     }
 
     /// Dword `field` (0..=3) of the entry.
@@ -80,23 +84,19 @@ impl MsixEntry {
     }
 
     /// The entry with dword `field & 3` replaced by `value`, read-only bits dropped
-    /// (branch-free: the trapped write's hot path).
+    /// (selects: the trapped write's hot path, see [`dword`](Self::dword)).
     #[inline(always)]
     pub(crate) fn with_dword(self, field: usize, value: u32) -> Self {
-        const WRITABLE: [u32; 4] = [!3, !0, !0, MSIX_VECTOR_CTRL_MASK];
-        let mut w = [
-            self.address_lo,
-            self.address_hi,
-            self.data,
-            self.vector_control,
-        ];
         let f = field & 3;
-        w[f] = value & WRITABLE[f];
         MsixEntry {
-            address_lo: w[0],
-            address_hi: w[1],
-            data: w[2],
-            vector_control: w[3],
+            address_lo: if f == 0 { value & !3 } else { self.address_lo },
+            address_hi: if f == 1 { value } else { self.address_hi },
+            data: if f == 2 { value } else { self.data },
+            vector_control: if f == 3 {
+                value & MSIX_VECTOR_CTRL_MASK
+            } else {
+                self.vector_control
+            },
         }
     }
 

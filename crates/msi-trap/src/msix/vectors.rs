@@ -234,7 +234,7 @@ impl Vectors {
         };
         let old = slot.entry;
         let new = old.with_dword(field, value);
-        if new.dword(field) == old.dword(field) {
+        if new == old {
             return WriteOutcome::Unchanged;
         }
         slot.entry = new;
