@@ -12,7 +12,8 @@ use doorbell_planner::{
     ControllerGeometry, MAX_GUEST_RANGES, NamedRange, PlanInput, RamRequest, check_plan, plan,
     propose_ram_layout,
 };
-use iommufd_ioas::{IovaRange, ReservedKind, ReservedRegion};
+use hw_defs::iova::IovaRange;
+use hw_defs::reserved::{ReservedKind, ReservedRegion};
 
 const MIB: u64 = 1 << 20;
 

@@ -6,7 +6,8 @@
 //! It restates the rules from docs/design.md directly instead of calling the planner's code, so
 //! that a planner bug is not hidden by the same bug here.
 
-use iommufd_ioas::{IovaRange, ReservedKind};
+use hw_defs::iova::IovaRange;
+use hw_defs::reserved::ReservedKind;
 use msi_trap::write_through::DoorbellPolicy;
 
 use crate::input::{MAX_SW_MSI_PAGES, PlanInput, SW_MSI_ALIGN, StrategyChoice};

@@ -3,7 +3,7 @@
 
 //! Errors of planning and of the run-time checks of a plan.
 
-use iommufd_ioas::IovaRange;
+use hw_defs::iova::IovaRange;
 
 /// Why no plan could be made, or why a plan turned out wrong at run time.
 ///

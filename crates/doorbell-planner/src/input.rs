@@ -4,13 +4,14 @@
 //! What the planner is told: the guest memory map, the host's reserved regions, the
 //! kernel's capabilities, the device, and the interrupt controller's geometry.
 
-use iommufd_ioas::{IovaRange, ReservedRegion};
+use hw_defs::iova::IovaRange;
+use hw_defs::reserved::ReservedRegion;
 
 use crate::error::PlanError;
 
 /// `GITS_TRANSLATER` offset in a GICv3 ITS register frame: the second 64 KiB frame
 /// (translation register page) plus 0x40 (IHI 0069H 12.19.1 "GITS_TRANSLATER").
-pub const GITS_TRANSLATER_OFFSET: u64 = 0x1_0040;
+pub const GITS_TRANSLATER_OFFSET: u64 = hw_defs::gic::GITS_TRANSLATER;
 /// Size of a GICv3 ITS register frame: the 64 KiB control frame and the 64 KiB translation
 /// register frame (IHI 0069H 12.1 "The ITS register map").
 pub const ITS_FRAME_SIZE: u64 = 0x2_0000;
@@ -26,14 +27,14 @@ pub const IMSIC_MAX_GUEST_INDEX_BITS: u8 = 7;
 pub const IMSIC_MAX_HART_INDEX_BITS: u8 = 15;
 /// The alignment and granule of a software MSI window set through the proposed
 /// `IOMMU_OPTION_SW_MSI_START`/`SIZE` (1 MiB).
-pub const SW_MSI_ALIGN: u64 = iommufd_ioas::proposed::SW_MSI_ALIGN;
+pub const SW_MSI_ALIGN: u64 = hw_defs::msi_window::SW_MSI_ALIGN;
 /// iommufd tracks the software MSI pages of one iommufd in a 64-bit bitmap and refuses a
 /// 65th doorbell page with `EOVERFLOW`, so a doorbell page index (pgoff) is below this.
 pub const MAX_SW_MSI_PAGES: u32 = 64;
 /// Most guest RAM ranges, and most guest MMIO ranges, the planner accepts.
 pub const MAX_GUEST_RANGES: usize = 256;
 /// Most host reserved regions the planner accepts (the bound the sysfs parser applies).
-pub const MAX_HOST_REGIONS: usize = iommufd_ioas::MAX_RESERVED_REGIONS;
+pub const MAX_HOST_REGIONS: usize = hw_defs::reserved::MAX_RESERVED_REGIONS;
 /// KVM/arm64's default guest IPA size when the VM type does not ask for another.
 pub const DEFAULT_IPA_BITS: u8 = 40;
 

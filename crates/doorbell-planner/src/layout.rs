@@ -3,7 +3,7 @@
 
 //! Proposing a guest RAM layout that leaves room for the doorbell.
 
-use iommufd_ioas::IovaRange;
+use hw_defs::iova::IovaRange;
 
 use crate::error::PlanError;
 use crate::input::PlanInput;

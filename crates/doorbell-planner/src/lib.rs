@@ -40,7 +40,8 @@
 //! use doorbell_planner::{
 //!     ControllerGeometry, NamedRange, PlanInput, Strategy, check_plan, plan,
 //! };
-//! use iommufd_ioas::{IovaRange, ReservedKind, ReservedRegion};
+//! use hw_defs::iova::IovaRange;
+//! use hw_defs::reserved::{ReservedKind, ReservedRegion};
 //! use msi_trap::write_through::DoorbellPolicy;
 //!
 //! let mut input = PlanInput::new(ControllerGeometry::GICV3_ITS, 0x1000);

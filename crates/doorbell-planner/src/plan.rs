@@ -5,8 +5,9 @@
 
 use std::fmt;
 
-use iommufd_ioas::proposed::SwMsiWindow;
-use iommufd_ioas::{IovaRange, IovaRanges, ReservedKind, ReservedRegion};
+use hw_defs::iova::{IovaRange, IovaRanges};
+use hw_defs::msi_window::SwMsiWindow;
+use hw_defs::reserved::{ReservedKind, ReservedRegion};
 use msi_trap::write_through::DoorbellPolicy;
 
 use crate::error::PlanError;

@@ -16,8 +16,8 @@ pub struct ReportRange {
     pub last: u64,
 }
 
-impl From<iommufd_ioas::IovaRange> for ReportRange {
-    fn from(r: iommufd_ioas::IovaRange) -> Self {
+impl From<hw_defs::iova::IovaRange> for ReportRange {
+    fn from(r: hw_defs::iova::IovaRange) -> Self {
         ReportRange {
             start: r.start,
             last: r.last,

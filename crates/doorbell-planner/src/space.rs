@@ -4,7 +4,7 @@
 //! Address-space arithmetic: alignment, merging obstacles, finding gaps. Every function is
 //! bounded by the length of its input and uses checked arithmetic.
 
-use iommufd_ioas::IovaRange;
+use hw_defs::iova::IovaRange;
 
 /// `x` rounded up to a multiple of `align` (a power of two); `None` on overflow.
 pub(crate) fn align_up(x: u64, align: u64) -> Option<u64> {

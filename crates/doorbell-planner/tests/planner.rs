@@ -7,8 +7,9 @@ use doorbell_planner::{
     ControllerGeometry, DoorbellPolicy, NamedRange, Plan, PlanError, PlanInput, RamRequest, Report,
     RuntimeCheck, Strategy, StrategyChoice, check_plan, plan, propose_ram_layout,
 };
-use iommufd_ioas::proposed::SwMsiWindow;
-use iommufd_ioas::{IovaRange, IovaRanges, ReservedKind, ReservedRegion};
+use hw_defs::iova::{IovaRange, IovaRanges};
+use hw_defs::msi_window::SwMsiWindow;
+use hw_defs::reserved::{ReservedKind, ReservedRegion};
 
 const MIB: u64 = 1 << 20;
 

@@ -8,7 +8,8 @@ use doorbell_planner::{
     ControllerGeometry, DoorbellPolicy, NamedRange, PlanError, PlanInput, RamRequest,
     StrategyChoice, check_plan, plan, propose_ram_layout,
 };
-use iommufd_ioas::{IovaRange, ReservedKind, ReservedRegion};
+use hw_defs::iova::IovaRange;
+use hw_defs::reserved::{ReservedKind, ReservedRegion};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;

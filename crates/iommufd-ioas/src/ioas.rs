@@ -371,7 +371,7 @@ impl Ioas {
                         });
                     };
                     let pairs: Vec<(u64, u64)> = filled.iter().map(|r| (r.start, r.last)).collect();
-                    return IovaRanges::from_kernel(&pairs, alignment);
+                    return crate::iova::from_kernel(&pairs, alignment);
                 }
                 Err((errno, needed)) if errno.raw() == libc::EMSGSIZE => {
                     if needed > MAX_IOVA_RANGES {

@@ -77,12 +77,13 @@ pub use hw_info::{HwInfo, HwInfoData};
 pub use hwpt::{Hwpt, HwptFlags, MAX_INVALIDATION_BATCH, Vdevice, Viommu, ViommuType};
 pub use ioas::{Access, Ioas, MAX_IOVA_RANGES, MapTarget};
 pub use iommufd::{IOMMUFD_PATH, Iommufd};
-pub use iova::{IovaRange, IovaRanges};
+pub use iova::{IovaRange, IovaRanges, IovaRangesError};
 pub use nesting::{ViommuProbe, ViommuRefusal, probe_viommu};
 pub use object::DestroyError;
 pub use option::IommuOption;
 pub use reserved::{
-    IommuGroup, MAX_RESERVED_REGIONS, ReservedKind, ReservedRegion, parse_reserved_regions,
+    IommuGroup, MAX_RESERVED_REGIONS, ReservedKind, ReservedRegion, ReservedRegionsError,
+    parse_reserved_regions,
 };
 pub use veventq::{
     MAX_DEPTH as VEVENTQ_MAX_DEPTH, READ_BUFFER_LEN, Vevent, Veventq, parse_vevents,

@@ -35,8 +35,7 @@ pub const VFIO_IRQ_SET_DATA_MSI_IOVA: u32 = 1 << 6;
 /// `VFIO_DEVICE_SET_IRQS` action: store per-vector data for a later enable (proposed).
 pub const VFIO_IRQ_SET_ACTION_PREPARE: u32 = 1 << 7;
 
-/// The alignment the proposed UAPI requires of a software MSI window start.
-pub const SW_MSI_ALIGN: u64 = 1 << 20;
+pub use hw_defs::msi_window::{SW_MSI_ALIGN, SwMsiWindow};
 
 /// Whether the running kernel offers a piece of not-yet-upstream UAPI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,44 +53,6 @@ impl<T> Support<T> {
     /// Whether the kernel offers it.
     pub fn is_available(&self) -> bool {
         matches!(self, Support::Available(_))
-    }
-}
-
-/// The effective software MSI window of a device, as the proposed options report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SwMsiWindow {
-    /// The first IOVA of the window.
-    pub start: u64,
-    /// The window size in MiB.
-    pub size_mib: u64,
-}
-
-impl SwMsiWindow {
-    /// Validates a window before it is handed to the kernel: the start 1 MiB aligned, the
-    /// size at least 1 MiB and the end representable.
-    pub fn new(start: u64, size_mib: u64) -> Result<Self, String> {
-        if !start.is_multiple_of(SW_MSI_ALIGN) {
-            return Err(format!("window start {start:#x} is not 1 MiB aligned"));
-        }
-        if size_mib == 0 {
-            return Err("window size is 0 MiB".to_string());
-        }
-        size_mib
-            .checked_mul(SW_MSI_ALIGN)
-            .and_then(|len| start.checked_add(len - 1))
-            .ok_or_else(|| format!("window {start:#x} + {size_mib} MiB overflows"))?;
-        Ok(SwMsiWindow { start, size_mib })
-    }
-
-    /// The window as an IOVA range.
-    pub fn range(&self) -> crate::IovaRange {
-        // `new` checked that the end does not overflow; values read back from a kernel are
-        // clamped rather than trusted.
-        let len = self.size_mib.saturating_mul(SW_MSI_ALIGN).max(1);
-        crate::IovaRange {
-            start: self.start,
-            last: self.start.saturating_add(len - 1),
-        }
     }
 }
 
@@ -156,16 +117,5 @@ mod tests {
             Ok(Support::Available(0x800_0000))
         );
         assert!(classify_set_irqs_probe(Ok(())).unwrap().is_available());
-    }
-
-    #[test]
-    fn window_validation() {
-        assert!(SwMsiWindow::new(0x800_0000, 1).is_ok());
-        assert!(SwMsiWindow::new(0x800_1000, 1).is_err());
-        assert!(SwMsiWindow::new(0x800_0000, 0).is_err());
-        assert!(SwMsiWindow::new(u64::MAX - (1 << 20) + 1, 2).is_err());
-        let w = SwMsiWindow::new(0x4000_0000, 2).unwrap();
-        assert_eq!(w.range().start, 0x4000_0000);
-        assert_eq!(w.range().last, 0x401f_ffff);
     }
 }

@@ -16,96 +16,19 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::iova::IovaRange;
 
-/// The kind of a reserved region.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ReservedKind {
-    /// `direct`: must stay identity-mapped (an RMR or RMRR).
-    Direct,
-    /// `direct-relaxable`: identity mapping that may be dropped when the device is assigned.
-    DirectRelaxable,
-    /// `reserved`: must not be mapped at all.
-    Reserved,
-    /// `msi`: an MSI doorbell window (hardware MSI region or the software MSI window).
-    Msi,
-    /// A type this crate does not know, kept verbatim.
-    Other(String),
-}
+pub use hw_defs::reserved::{
+    MAX_RESERVED_REGIONS, ReservedKind, ReservedRegion, ReservedRegionsError,
+};
 
-impl ReservedKind {
-    fn parse(s: &str) -> Self {
-        match s {
-            "direct" => ReservedKind::Direct,
-            "direct-relaxable" => ReservedKind::DirectRelaxable,
-            "reserved" => ReservedKind::Reserved,
-            "msi" => ReservedKind::Msi,
-            other => ReservedKind::Other(other.to_string()),
-        }
-    }
-}
-
-/// One reserved region of an IOMMU group.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ReservedRegion {
-    /// The IOVAs it covers.
-    pub range: IovaRange,
-    /// Its kind.
-    pub kind: ReservedKind,
-}
-
-/// At most this many lines are accepted from a `reserved_regions` file; the kernel prints a
-/// handful, and a file this long is broken.
-pub const MAX_RESERVED_REGIONS: usize = 4096;
-
-fn parse_hex(field: &str) -> Option<u64> {
-    let digits = field.strip_prefix("0x")?;
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
-    u64::from_str_radix(digits, 16).ok()
-}
-
-/// Parses the content of a `reserved_regions` file. `path` only names the file in errors.
+/// Parses the content of a `reserved_regions` file (`hw_defs::reserved`); `path` only
+/// names the file in errors.
 pub fn parse_reserved_regions(text: &str, path: &Path) -> Result<Vec<ReservedRegion>> {
-    let err = |line: usize, reason: String| Error::SysfsFormat {
+    hw_defs::reserved::parse_reserved_regions(text).map_err(|e| Error::SysfsFormat {
         path: path.to_path_buf(),
-        line,
-        reason,
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if out.len() == MAX_RESERVED_REGIONS {
-            return Err(err(
-                lineno,
-                format!("more than {MAX_RESERVED_REGIONS} regions"),
-            ));
-        }
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(start), Some(last), Some(kind), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(err(
-                lineno,
-                format!("expected \"<start> <end> <type>\", got {line:?}"),
-            ));
-        };
-        let start = parse_hex(start)
-            .ok_or_else(|| err(lineno, format!("start {start:?} is not a 0x hex u64")))?;
-        let last = parse_hex(last)
-            .ok_or_else(|| err(lineno, format!("end {last:?} is not a 0x hex u64")))?;
-        let range = IovaRange::new(start, last)
-            .ok_or_else(|| err(lineno, format!("start {start:#x} is after end {last:#x}")))?;
-        out.push(ReservedRegion {
-            range,
-            kind: ReservedKind::parse(kind),
-        });
-    }
-    Ok(out)
+        line: e.line,
+        reason: e.reason,
+    })
 }
 
 /// An IOMMU group, found through sysfs.
@@ -189,6 +112,7 @@ impl IommuGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iova::IovaRange;
 
     const SMMU_IGB: &str = "0x0000000008000000 0x00000000080fffff msi\n";
 

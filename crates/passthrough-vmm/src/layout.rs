@@ -45,7 +45,7 @@ pub const RAM_ALIGN: u64 = 0x20_0000;
 pub const GICR_SIZE_PER_CPU: u64 = 0x2_0000;
 /// Size of the ITS register space: the control frame and the translation frame (IHI 0069H
 /// 12.19, "The ITS register map"), as KVM expects (`KVM_VGIC_V3_ITS_SIZE`).
-pub const ITS_SIZE: u64 = 0x2_0000;
+pub const ITS_SIZE: u64 = hw_defs::gic::ITS_SIZE;
 /// Size of the virtual SMMUv3's register frame: page 0 and page 1 (Arm IHI 0070 6.1, 64 KiB
 /// pages), at a 128 KiB aligned base.
 pub const SMMU_SIZE: u64 = 0x2_0000;
@@ -55,7 +55,7 @@ pub const SMMU_SIZE: u64 = 0x2_0000;
 pub const DEFAULT_SMMU_BASE: u64 = 0x0700_0000;
 /// Offset of `GITS_TRANSLATER` from the ITS base: frame 1 (ITS_base + 0x10000), register
 /// 0x0040 (IHI 0069H 12.19.23).
-pub const GITS_TRANSLATER_OFFSET: u64 = 0x1_0040;
+pub const GITS_TRANSLATER_OFFSET: u64 = hw_defs::gic::GITS_TRANSLATER;
 /// Size of the ECAM space of one bus: 32 devices x 8 functions x 4 KiB (PCIe Base 6.0 7.2.2).
 pub const ECAM_BUS_SIZE: u64 = 0x10_0000;
 /// The host's MSI window on Arm (Linux `MSI_IOVA_BASE`, `MSI_IOVA_LENGTH`), where an

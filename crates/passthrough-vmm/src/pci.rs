@@ -34,7 +34,7 @@ use crate::layout::Region;
 use crate::mmio::{MmioBus, MmioDevice};
 
 /// Bytes of configuration space per function (PCIe extended configuration space).
-pub const CONFIG_SPACE_SIZE: u16 = 4096;
+pub const CONFIG_SPACE_SIZE: u16 = hw_defs::pci::EXTENDED_CONFIG_SPACE_SIZE as u16;
 /// Devices per bus.
 pub const DEVICES_PER_BUS: u8 = 32;
 /// Functions per device.

@@ -46,10 +46,10 @@ pub const COMMAND_FORWARD_MASK: u16 = (1 << 1) | (1 << 2) | (1 << 6) | (1 << 8) 
 pub const COMMAND_MEMORY: u16 = 1 << 1;
 
 /// PCI capability IDs (PCI 3.0 Appendix H).
-const CAP_PM: u8 = 0x01;
-const CAP_MSI: u8 = 0x05;
-const CAP_PCIE: u8 = 0x10;
-const CAP_MSIX: u8 = 0x11;
+const CAP_PM: u8 = hw_defs::pci::CAP_ID_PM;
+const CAP_MSI: u8 = hw_defs::pci::CAP_ID_MSI;
+const CAP_PCIE: u8 = hw_defs::pci::CAP_ID_EXP;
+const CAP_MSIX: u8 = hw_defs::pci::CAP_ID_MSIX;
 
 /// How guest writes to a visible capability are handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

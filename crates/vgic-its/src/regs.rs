@@ -58,7 +58,7 @@ pub const GITS_PIDR2: u64 = 0xffe8;
 /// `GITS_CIDR0` offset; CIDR0..3 follow at 4-byte steps.
 pub const GITS_CIDR0: u64 = 0xfff0;
 /// `GITS_TRANSLATER` offset from the start of the ITS frame (translation frame + 0x40).
-pub const GITS_TRANSLATER: u64 = 0x1_0040;
+pub const GITS_TRANSLATER: u64 = hw_defs::gic::GITS_TRANSLATER;
 /// Size of the whole ITS register frame (control + translation frames).
 pub const ITS_FRAME_SIZE: u64 = 0x2_0000;
 

@@ -5,43 +5,8 @@
 //! the first word. The kernel's vEVENTQ hands the VMM the same 32 bytes with the vSID
 //! already in place (`struct iommu_vevent_arm_smmuv3`).
 
-/// Event type numbers (IHI 0070 §7.3, Table 7.x).
-pub mod id {
-    /// `F_UUT`.
-    pub const F_UUT: u8 = 0x01;
-    /// `C_BAD_STREAMID`.
-    pub const C_BAD_STREAMID: u8 = 0x02;
-    /// `F_STE_FETCH`.
-    pub const F_STE_FETCH: u8 = 0x03;
-    /// `C_BAD_STE`.
-    pub const C_BAD_STE: u8 = 0x04;
-    /// `F_BAD_ATS_TREQ`.
-    pub const F_BAD_ATS_TREQ: u8 = 0x05;
-    /// `F_STREAM_DISABLED`.
-    pub const F_STREAM_DISABLED: u8 = 0x06;
-    /// `F_TRANSL_FORBIDDEN`.
-    pub const F_TRANSL_FORBIDDEN: u8 = 0x07;
-    /// `C_BAD_SUBSTREAMID`.
-    pub const C_BAD_SUBSTREAMID: u8 = 0x08;
-    /// `F_CD_FETCH`.
-    pub const F_CD_FETCH: u8 = 0x09;
-    /// `C_BAD_CD`.
-    pub const C_BAD_CD: u8 = 0x0a;
-    /// `F_WALK_EABT`.
-    pub const F_WALK_EABT: u8 = 0x0b;
-    /// `F_TRANSLATION`.
-    pub const F_TRANSLATION: u8 = 0x10;
-    /// `F_ADDR_SIZE`.
-    pub const F_ADDR_SIZE: u8 = 0x11;
-    /// `F_ACCESS`.
-    pub const F_ACCESS: u8 = 0x12;
-    /// `F_PERMISSION`.
-    pub const F_PERMISSION: u8 = 0x13;
-    /// `F_TLB_CONFLICT`.
-    pub const F_TLB_CONFLICT: u8 = 0x20;
-    /// `F_CFG_CONFLICT`.
-    pub const F_CFG_CONFLICT: u8 = 0x21;
-}
+/// Event type numbers (IHI 0070 §7.3), shared with `iommufd-ioas` through `hw-defs`.
+pub use hw_defs::smmuv3::event_id as id;
 
 /// One event record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

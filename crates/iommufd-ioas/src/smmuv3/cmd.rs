@@ -12,57 +12,8 @@
 
 use super::{bits, field};
 
-/// Command opcodes (IHI 0070 4.1.1, `CMD[7:0]`).
-pub mod opcode {
-    /// `CMD_PREFETCH_CONFIG`.
-    pub const PREFETCH_CONFIG: u8 = 0x01;
-    /// `CMD_PREFETCH_ADDR`.
-    pub const PREFETCH_ADDR: u8 = 0x02;
-    /// `CMD_CFGI_STE`.
-    pub const CFGI_STE: u8 = 0x03;
-    /// `CMD_CFGI_STE_RANGE` (and `CMD_CFGI_ALL`, its Range = 31 form).
-    pub const CFGI_STE_RANGE: u8 = 0x04;
-    /// `CMD_CFGI_CD`.
-    pub const CFGI_CD: u8 = 0x05;
-    /// `CMD_CFGI_CD_ALL`.
-    pub const CFGI_CD_ALL: u8 = 0x06;
-    /// `CMD_TLBI_NH_ALL`.
-    pub const TLBI_NH_ALL: u8 = 0x10;
-    /// `CMD_TLBI_NH_ASID`.
-    pub const TLBI_NH_ASID: u8 = 0x11;
-    /// `CMD_TLBI_NH_VA`.
-    pub const TLBI_NH_VA: u8 = 0x12;
-    /// `CMD_TLBI_NH_VAA`.
-    pub const TLBI_NH_VAA: u8 = 0x13;
-    /// `CMD_TLBI_EL3_ALL`.
-    pub const TLBI_EL3_ALL: u8 = 0x18;
-    /// `CMD_TLBI_EL3_VA`.
-    pub const TLBI_EL3_VA: u8 = 0x1a;
-    /// `CMD_TLBI_EL2_ALL`.
-    pub const TLBI_EL2_ALL: u8 = 0x20;
-    /// `CMD_TLBI_EL2_ASID`.
-    pub const TLBI_EL2_ASID: u8 = 0x21;
-    /// `CMD_TLBI_EL2_VA`.
-    pub const TLBI_EL2_VA: u8 = 0x22;
-    /// `CMD_TLBI_EL2_VAA`.
-    pub const TLBI_EL2_VAA: u8 = 0x23;
-    /// `CMD_TLBI_S12_VMALL`.
-    pub const TLBI_S12_VMALL: u8 = 0x28;
-    /// `CMD_TLBI_S2_IPA`.
-    pub const TLBI_S2_IPA: u8 = 0x2a;
-    /// `CMD_TLBI_NSNH_ALL`.
-    pub const TLBI_NSNH_ALL: u8 = 0x30;
-    /// `CMD_ATC_INV`.
-    pub const ATC_INV: u8 = 0x40;
-    /// `CMD_PRI_RESP`.
-    pub const PRI_RESP: u8 = 0x41;
-    /// `CMD_RESUME`.
-    pub const RESUME: u8 = 0x44;
-    /// `CMD_STALL_TERM`.
-    pub const STALL_TERM: u8 = 0x45;
-    /// `CMD_SYNC`.
-    pub const SYNC: u8 = 0x46;
-}
+/// Command opcodes (IHI 0070 4.1.1), from `hw-defs`.
+pub use hw_defs::smmuv3::opcode;
 
 /// A command that cannot be forwarded to a vIOMMU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -145,16 +96,7 @@ pub enum SmmuV3Command {
     Raw([u64; 2]),
 }
 
-const FORWARDED: [u8; 8] = [
-    opcode::TLBI_NH_ALL,
-    opcode::TLBI_NH_ASID,
-    opcode::TLBI_NH_VA,
-    opcode::TLBI_NH_VAA,
-    opcode::TLBI_NSNH_ALL,
-    opcode::CFGI_CD,
-    opcode::CFGI_CD_ALL,
-    opcode::ATC_INV,
-];
+const FORWARDED: [u8; 8] = hw_defs::smmuv3::FORWARDED_OPCODES;
 
 /// Whether the kernel's vIOMMU forwards `opcode` (Linux 7.2 `arm_vsmmu_convert_user_cmd()`).
 pub fn is_forwarded(opcode: u8) -> bool {

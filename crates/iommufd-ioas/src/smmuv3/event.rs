@@ -7,73 +7,8 @@
 
 use super::bits;
 
-/// Event numbers (IHI 0070 7.3, `EVENT[7:0]`).
-pub mod event_id {
-    /// `F_UUT`: unsupported upstream transaction.
-    pub const F_UUT: u8 = 0x01;
-    /// `C_BAD_STREAMID`.
-    pub const C_BAD_STREAMID: u8 = 0x02;
-    /// `F_STE_FETCH`.
-    pub const F_STE_FETCH: u8 = 0x03;
-    /// `C_BAD_STE`.
-    pub const C_BAD_STE: u8 = 0x04;
-    /// `F_BAD_ATS_TREQ`.
-    pub const F_BAD_ATS_TREQ: u8 = 0x05;
-    /// `F_STREAM_DISABLED`.
-    pub const F_STREAM_DISABLED: u8 = 0x06;
-    /// `F_TRANSL_FORBIDDEN`.
-    pub const F_TRANSL_FORBIDDEN: u8 = 0x07;
-    /// `C_BAD_SUBSTREAMID`.
-    pub const C_BAD_SUBSTREAMID: u8 = 0x08;
-    /// `F_CD_FETCH`.
-    pub const F_CD_FETCH: u8 = 0x09;
-    /// `C_BAD_CD`.
-    pub const C_BAD_CD: u8 = 0x0a;
-    /// `F_WALK_EABT`.
-    pub const F_WALK_EABT: u8 = 0x0b;
-    /// `F_TRANSLATION`.
-    pub const F_TRANSLATION: u8 = 0x10;
-    /// `F_ADDR_SIZE`.
-    pub const F_ADDR_SIZE: u8 = 0x11;
-    /// `F_ACCESS`.
-    pub const F_ACCESS: u8 = 0x12;
-    /// `F_PERMISSION`.
-    pub const F_PERMISSION: u8 = 0x13;
-    /// `F_TLB_CONFLICT`.
-    pub const F_TLB_CONFLICT: u8 = 0x20;
-    /// `F_CFG_CONFLICT`.
-    pub const F_CFG_CONFLICT: u8 = 0x21;
-    /// `E_PAGE_REQUEST`.
-    pub const E_PAGE_REQUEST: u8 = 0x24;
-    /// `F_VMS_FETCH`.
-    pub const F_VMS_FETCH: u8 = 0x25;
-
-    /// The spec's name of an event number, when it has one.
-    pub fn name(id: u8) -> Option<&'static str> {
-        Some(match id {
-            F_UUT => "F_UUT",
-            C_BAD_STREAMID => "C_BAD_STREAMID",
-            F_STE_FETCH => "F_STE_FETCH",
-            C_BAD_STE => "C_BAD_STE",
-            F_BAD_ATS_TREQ => "F_BAD_ATS_TREQ",
-            F_STREAM_DISABLED => "F_STREAM_DISABLED",
-            F_TRANSL_FORBIDDEN => "F_TRANSL_FORBIDDEN",
-            C_BAD_SUBSTREAMID => "C_BAD_SUBSTREAMID",
-            F_CD_FETCH => "F_CD_FETCH",
-            C_BAD_CD => "C_BAD_CD",
-            F_WALK_EABT => "F_WALK_EABT",
-            F_TRANSLATION => "F_TRANSLATION",
-            F_ADDR_SIZE => "F_ADDR_SIZE",
-            F_ACCESS => "F_ACCESS",
-            F_PERMISSION => "F_PERMISSION",
-            F_TLB_CONFLICT => "F_TLB_CONFLICT",
-            F_CFG_CONFLICT => "F_CFG_CONFLICT",
-            E_PAGE_REQUEST => "E_PAGE_REQUEST",
-            F_VMS_FETCH => "F_VMS_FETCH",
-            _ => return None,
-        })
-    }
-}
+/// Event numbers (IHI 0070 7.3) and their names, from `hw-defs`.
+pub use hw_defs::smmuv3::event_id;
 
 /// One SMMUv3 event record, with accessors for the fields the translation and configuration
 /// faults share (IHI 0070 7.3.1-7.3.20).

@@ -20,16 +20,10 @@ const CFG_S1: u64 = 0b101;
 
 /// Word 0 fields a guest may set: V [0], Config [3:1], S1Fmt [5:4], S1ContextPtr [51:6],
 /// S1CDMax [63:59].
-pub const WORD0_ALLOWED: u64 =
-    1 | field(!0, 3, 1) | field(!0, 5, 4) | field(!0, 51, 6) | field(!0, 63, 59);
+pub const WORD0_ALLOWED: u64 = hw_defs::smmuv3::STE0_NESTING_ALLOWED;
 /// Word 1 fields a guest may set: S1DSS [1:0], S1CIR [3:2], S1COR [5:4], S1CSH [7:6],
 /// S1STALLD [27], EATS [29:28].
-pub const WORD1_ALLOWED: u64 = field(!0, 1, 0)
-    | field(!0, 3, 2)
-    | field(!0, 5, 4)
-    | field(!0, 7, 6)
-    | (1 << 27)
-    | field(!0, 29, 28);
+pub const WORD1_ALLOWED: u64 = hw_defs::smmuv3::STE1_NESTING_ALLOWED;
 
 /// A guest STE that breaks the kernel's rules for a nested HWPT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
