@@ -32,17 +32,17 @@
 use crate::access::{le_u16, le_u32};
 
 /// Size of the conventional PCI config space.
-pub const PCI_CONFIG_SPACE_SIZE: usize = 256;
+pub const PCI_CONFIG_SPACE_SIZE: usize = hw_defs::pci::CONFIG_SPACE_SIZE;
 /// Size of the PCIe extended config space.
-pub const PCIE_CONFIG_SPACE_SIZE: usize = 4096;
+pub const PCIE_CONFIG_SPACE_SIZE: usize = hw_defs::pci::EXTENDED_CONFIG_SPACE_SIZE;
 /// Offset of the Status register (PCI 3.0 §6.2.3).
-pub const PCI_STATUS: usize = 0x06;
+pub const PCI_STATUS: usize = hw_defs::pci::STATUS as usize;
 /// Status bit 4: Capabilities List (PCI 3.0 §6.2.3).
-pub const PCI_STATUS_CAP_LIST: u16 = 1 << 4;
+pub const PCI_STATUS_CAP_LIST: u16 = hw_defs::pci::STATUS_CAP_LIST;
 /// Offset of the Header Type register (PCI 3.0 §6.2.1).
 pub const PCI_HEADER_TYPE: usize = 0x0e;
 /// Offset of the Capabilities Pointer (PCI 3.0 §6.7, header types 0 and 1).
-pub const PCI_CAPABILITY_LIST: usize = 0x34;
+pub const PCI_CAPABILITY_LIST: usize = hw_defs::pci::CAPABILITY_LIST as usize;
 /// First offset past the standard type 0/1 header.
 pub const PCI_STD_HEADER_SIZEOF: usize = 0x40;
 /// First offset of the extended config space (PCIe Base 6.0 §7.6.3).
@@ -53,11 +53,11 @@ pub const MAX_STANDARD_CAPS: usize = 48;
 pub const MAX_EXTENDED_CAPS: usize = 960;
 
 /// Capability ID of PCI Power Management (PCI 3.0 Appendix H).
-pub const PCI_CAP_ID_PM: u8 = 0x01;
+pub const PCI_CAP_ID_PM: u8 = hw_defs::pci::CAP_ID_PM;
 /// Capability ID of MSI (PCI 3.0 Appendix H, §6.8.1).
-pub const PCI_CAP_ID_MSI: u8 = 0x05;
+pub const PCI_CAP_ID_MSI: u8 = hw_defs::pci::CAP_ID_MSI;
 /// Capability ID of MSI-X (PCI 3.0 Appendix H, §6.8.2).
-pub const PCI_CAP_ID_MSIX: u8 = 0x11;
+pub const PCI_CAP_ID_MSIX: u8 = hw_defs::pci::CAP_ID_MSIX;
 
 /// Errors found while walking a capability list. Each names the offending offset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,7 @@
 
 use crate::msix::layout::{BarIndex, MsixRegion};
 
-/// How the guest's address reaches the device (see DESIGN.md, "Our design").
+/// How the guest's address reaches the device (see docs/design.md, "The answer").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DoorbellPolicy {
     /// The host kernel (VFIO) programs the device's real entry with (doorbell IOVA, host

@@ -22,7 +22,7 @@ use crate::caps::PCI_CAP_ID_MSIX;
 /// Bytes of the MSI-X capability structure.
 pub const MSIX_CAP_LEN: usize = 12;
 /// Bytes of one MSI-X table entry (PCI 3.0 §6.8.2.6).
-pub const MSIX_ENTRY_SIZE: u64 = 16;
+pub const MSIX_ENTRY_SIZE: u64 = hw_defs::msix::ENTRY_SIZE;
 /// Largest table: Table Size is 11 bits of N - 1.
 pub const MSIX_MAX_VECTORS: u16 = 2048;
 
