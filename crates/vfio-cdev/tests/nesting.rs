@@ -26,6 +26,7 @@
 
 mod common;
 
+use hw_defs::igb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -241,28 +242,26 @@ impl Lab {
         pkt[..6].fill(0xff);
         self.ram.write_slice(&pkt, GuestAddress(PKT_IPA)).unwrap();
         let regs = self.bar0();
-        let tctl = regs.read_u32(0x400).unwrap();
-        assert!(regs.write_u32(0x400, tctl | 2)); // TCTL.EN
-        assert!(regs.write_u32(0xe000, ring as u32));
-        assert!(regs.write_u32(0xe004, (ring >> 32) as u32));
-        assert!(regs.write_u32(0xe008, 4096));
-        assert!(regs.write_u32(0xe010, 0));
-        assert!(regs.write_u32(0xe018, 0));
+        let tctl = regs.read_u32(igb::TCTL as usize).unwrap();
+        assert!(regs.write_u32(igb::TCTL as usize, tctl | igb::TCTL_EN)); // TCTL.EN
+        assert!(regs.write_u32(igb::TDBAL0 as usize, ring as u32));
+        assert!(regs.write_u32(igb::TDBAH0 as usize, (ring >> 32) as u32));
+        assert!(regs.write_u32(igb::TDLEN0 as usize, 4096));
+        assert!(regs.write_u32(igb::TDH0 as usize, 0));
+        assert!(regs.write_u32(igb::TDT0 as usize, 0));
     }
 
     /// Queues one 60-byte packet at buffer `pkt` (a device address) in slot `slot` of both ring
     /// pages and rings the doorbell; returns the DD bit of the slot in (ring page 1, ring
     /// page 2), polled for up to 2 s until one is set.
     fn tx_one(&mut self, slot: u64, pkt: u64) -> (bool, bool) {
-        // Advanced data descriptor: DTYP 3, DCMD EOP | IFCS | RS | DEXT, 60 bytes, PAYLEN 60.
-        let cmd = 0x2000_0000u64 | 0x0030_0000 | 0x0100_0000 | 0x0200_0000 | 0x0800_0000 | 60;
-        let d1 = cmd | ((60u64 << 14) << 32);
+        let d1 = igb::tx_data_descriptor(60);
         for ring in [RING_IPA, RING2_IPA] {
             self.w64(ring + 16 * slot, pkt);
             self.w64(ring + 16 * slot + 8, d1);
         }
         let regs = self.bar0();
-        assert!(regs.write_u32(0xe018, (slot + 1) as u32));
+        assert!(regs.write_u32(igb::TDT0 as usize, (slot + 1) as u32));
         let start = Instant::now();
         loop {
             let a = self.r32(RING_IPA + 16 * slot + 12) & 1 == 1;

@@ -19,6 +19,7 @@
 //! `arm_smmu_v3.viommu_assume_coherent=1`, as `tests/run-all.sh` runs
 //! `crates/vfio-cdev/tests/nesting.rs`); elsewhere it says why and returns.
 
+use hw_defs::igb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,22 +168,21 @@ fn tx_setup(g: &Guest, regs: &RegionMapping, ring: u64) {
     let mut pkt = [0u8; 66];
     pkt[..6].fill(0xff);
     g.mem.write_slice(&pkt, GuestAddress(PKT)).unwrap();
-    let tctl = regs.read_u32(0x400).unwrap();
-    assert!(regs.write_u32(0x400, tctl | 2));
-    assert!(regs.write_u32(0xe000, ring as u32));
-    assert!(regs.write_u32(0xe004, (ring >> 32) as u32));
-    assert!(regs.write_u32(0xe008, 4096));
-    assert!(regs.write_u32(0xe010, 0));
-    assert!(regs.write_u32(0xe018, 0));
+    let tctl = regs.read_u32(igb::TCTL as usize).unwrap();
+    assert!(regs.write_u32(igb::TCTL as usize, tctl | igb::TCTL_EN));
+    assert!(regs.write_u32(igb::TDBAL0 as usize, ring as u32));
+    assert!(regs.write_u32(igb::TDBAH0 as usize, (ring >> 32) as u32));
+    assert!(regs.write_u32(igb::TDLEN0 as usize, 4096));
+    assert!(regs.write_u32(igb::TDH0 as usize, 0));
+    assert!(regs.write_u32(igb::TDT0 as usize, 0));
 }
 
 /// One 60-byte packet from `pkt` in `slot` of both ring pages; the DD bit of (page 1, page 2).
 fn tx_one(g: &Guest, regs: &RegionMapping, slot: u64, pkt: u64) -> (bool, bool) {
-    let cmd = 0x2000_0000u64 | 0x0030_0000 | 0x0100_0000 | 0x0200_0000 | 0x0800_0000 | 60;
     for ring in [RING, RING2] {
-        g.put(ring + 16 * slot, &[pkt, cmd | ((60u64 << 14) << 32)]);
+        g.put(ring + 16 * slot, &[pkt, igb::tx_data_descriptor(60)]);
     }
-    assert!(regs.write_u32(0xe018, (slot + 1) as u32));
+    assert!(regs.write_u32(igb::TDT0 as usize, (slot + 1) as u32));
     let start = Instant::now();
     loop {
         let a = g.r32(RING + 16 * slot + 12) & 1 == 1;
@@ -362,9 +362,9 @@ fn accelerated_backend_on_the_real_smmu() {
     assert_eq!(tmap.read_u32(entry).unwrap(), (MSI_IPA + 0x40) as u32);
     assert!(tmap.write_u32(entry, t.iova as u32));
     assert!(tmap.write_u32(entry + 4, (t.iova >> 32) as u32));
-    assert!(regs.write_u32(0x1514, 1 | (1 << 4) | (1 << 30) | (1 << 31)));
-    assert!(regs.write_u32(0x1524, 0x1));
-    assert!(regs.write_u32(0x1520, 0x1));
+    assert!(regs.write_u32(igb::GPIE as usize, igb::GPIE_MSIX));
+    assert!(regs.write_u32(igb::EIMS as usize, 0x1));
+    assert!(regs.write_u32(igb::EICS as usize, 0x1));
     let mut pfd = libc::pollfd {
         fd: std::os::fd::AsRawFd::as_raw_fd(&efd),
         events: libc::POLLIN,
@@ -373,7 +373,7 @@ fn accelerated_backend_on_the_real_smmu() {
     // SAFETY: one valid pollfd for the duration of the call.
     let fired = unsafe { libc::poll(&mut pfd, 1, 10_000) } > 0;
     assert!(fired, "the MSI through the guest's stage 1 did not arrive");
-    assert!(regs.write_u32(0x1528, 0x1));
+    assert!(regs.write_u32(igb::EIMC as usize, 0x1));
     dev.disable_irqs(IrqIndex::Msix).unwrap();
 
     // Teardown in the kernel's order: the guest disables its SMMU (bypass installed), the

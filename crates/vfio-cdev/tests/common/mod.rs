@@ -8,6 +8,7 @@
 //! Each test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
+use hw_defs::igb;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -166,11 +167,11 @@ pub fn igb_fires(dev: &VfioDevice, vector: u32, efd: &EventFd, timeout: Duration
     dev.write_config_u16(4, cmd | 0x4).unwrap();
     let bar0 = dev.region_info(0).unwrap();
     let regs = dev.mmap_region(&bar0, 0, 0x2000).unwrap();
-    assert!(regs.write_u32(0x1514, 1 | (1 << 4) | (1 << 30) | (1 << 31)));
-    assert!(regs.write_u32(0x1524, 0x3));
-    assert!(regs.write_u32(0x1520, 1 << vector));
+    assert!(regs.write_u32(igb::GPIE as usize, igb::GPIE_MSIX));
+    assert!(regs.write_u32(igb::EIMS as usize, 0x3));
+    assert!(regs.write_u32(igb::EICS as usize, 1 << vector));
     let fired = poll_eventfd(efd, timeout);
-    assert!(regs.write_u32(0x1528, 0x3)); // EIMC: mask again
+    assert!(regs.write_u32(igb::EIMC as usize, 0x3)); // EIMC: mask again
     dev.write_config_u16(4, cmd).unwrap();
     fired
 }
