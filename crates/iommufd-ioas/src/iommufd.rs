@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::hw_info::{HW_INFO_BUF_LEN, HwInfo};
 use crate::ioas::Ioas;
 use crate::option::{IommuOption, OptionOp};
+#[cfg(feature = "proposed")]
 use crate::proposed::{self, Support, SwMsiWindow};
 use crate::sys;
 
@@ -166,6 +167,7 @@ impl Iommufd {
     /// its start on device `dev_id`: [`Support::Available`] with the effective window on a
     /// kernel that has it, [`Support::Absent`] on upstream kernels (which answer
     /// `EOPNOTSUPP`), and an error for any other failure.
+    #[cfg(feature = "proposed")]
     pub fn probe_sw_msi_window(&self, dev_id: u32) -> Result<Support<SwMsiWindow>> {
         let get = |option: IommuOption| {
             let mut arg = iommu_option {
@@ -207,6 +209,7 @@ impl Iommufd {
     /// [`crate::proposed`]). Must be called after binding and before attaching the device;
     /// the kernel answers `EBUSY` after attach and `EADDRINUSE` when the window overlaps
     /// another reserved region. Upstream kernels answer `EOPNOTSUPP`.
+    #[cfg(feature = "proposed")]
     pub fn set_sw_msi_window(&self, dev_id: u32, window: SwMsiWindow) -> Result<()> {
         let window = SwMsiWindow::new(window.start, window.size_mib).map_err(|reason| {
             Error::InvalidArgument {

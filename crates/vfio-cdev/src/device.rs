@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+#[cfg(feature = "proposed")]
 use iommufd_ioas::proposed::Support;
 use iommufd_ioas::{Hwpt, Ioas, IommuGroup, Iommufd, ReservedRegion};
 use vfio_bindings::bindings::vfio::{
@@ -352,11 +353,13 @@ impl VfioDevice {
     }
 
     /// See [`DeviceFd::prepare_msi_iovas`].
+    #[cfg(feature = "proposed")]
     pub fn prepare_msi_iovas(&self, index: IrqIndex, start: u32, iovas: &[u64]) -> Result<()> {
         self.fd().prepare_msi_iovas(index, start, iovas)
     }
 
     /// See [`DeviceFd::probe_msi_iova`].
+    #[cfg(feature = "proposed")]
     pub fn probe_msi_iova(&self, index: IrqIndex) -> Result<Support<()>> {
         self.fd().probe_msi_iova(index)
     }

@@ -26,6 +26,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::ptr::NonNull;
 
+#[cfg(feature = "proposed")]
 use iommufd_ioas::proposed::{self, Support};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -201,12 +202,14 @@ impl<'a> DeviceFd<'a> {
     /// **Proposed UAPI** (see `iommufd_ioas::proposed`): stores the MSI address each of the
     /// vectors `start..` must use when it is enabled (`VFIO_IRQ_SET_DATA_MSI_IOVA |
     /// VFIO_IRQ_SET_ACTION_PREPARE`). Upstream kernels answer `EINVAL`.
+    #[cfg(feature = "proposed")]
     pub fn prepare_msi_iovas(&self, index: IrqIndex, start: u32, iovas: &[u64]) -> Result<()> {
         self.set_irqs(index, start, &IrqSet::PrepareMsiIova(iovas.to_vec()))
     }
 
     /// Probes the proposed per-vector MSI IOVA UAPI with a zero-vector `PREPARE` call:
     /// [`Support::Absent`] on upstream kernels (`EINVAL`), an error for any other failure.
+    #[cfg(feature = "proposed")]
     pub fn probe_msi_iova(&self, index: IrqIndex) -> Result<Support<()>> {
         let arg = IrqSet::PrepareMsiIova(Vec::new())
             .to_bytes(index.raw(), 0)

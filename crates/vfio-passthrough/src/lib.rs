@@ -30,6 +30,7 @@ mod bars;
 mod config;
 mod device;
 mod error;
+#[cfg(feature = "kvm")]
 mod kvm;
 mod parts;
 pub mod setup;
@@ -44,6 +45,7 @@ pub use device::{
     DirectPiece, EnableRecord, FaultCounters, PassthroughConfig, PassthroughDevice, VectorReport,
 };
 pub use error::{Error, Result};
+#[cfg(feature = "kvm")]
 pub use kvm::{KVM_MAX_IRQ_ROUTES, KvmMsiRouter, KvmSlotMapper, msi_entry};
 pub use parts::{ModelParts, build_model};
 pub use vfio::{DeviceFacts, VfioBackend, decode_bars, subtract_traps};

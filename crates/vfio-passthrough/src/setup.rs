@@ -27,7 +27,7 @@ use msi_trap::caps::CapabilityList;
 use msi_trap::msix::cap::MsixCapability;
 use msi_trap::msix::layout::RelocationPolicy;
 use msi_trap::write_through::DoorbellPolicy;
-use vfio_cdev::{IrqIndex, PciAddress, VfioDevice};
+use vfio_cdev::{PciAddress, VfioDevice};
 use vm_memory::GuestMemoryBackend;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -116,8 +116,15 @@ impl PreparedDevice {
         };
         let dev_id = dev.bind(&iommufd)?;
         let reserved = dev.reserved_regions()?;
-        let sw_msi_window_option = iommufd.probe_sw_msi_window(dev_id)?.is_available();
-        let per_vector_msi_iova = dev.probe_msi_iova(IrqIndex::Msix)?.is_available();
+        #[cfg(feature = "proposed")]
+        let (sw_msi_window_option, per_vector_msi_iova) = (
+            iommufd.probe_sw_msi_window(dev_id)?.is_available(),
+            dev.probe_msi_iova(vfio_cdev::IrqIndex::Msix)?
+                .is_available(),
+        );
+        // Built without the proposed UAPI: never asked, so planned as absent.
+        #[cfg(not(feature = "proposed"))]
+        let (sw_msi_window_option, per_vector_msi_iova) = (false, false);
 
         // Device facts for the planner: MSIX_MAPPABLE on the table's BAR, and an MSI cap.
         let config = dev.read_config_space()?;
@@ -194,6 +201,7 @@ impl PreparedDevice {
             device: name.clone(),
             reason,
         };
+        #[cfg(feature = "proposed")]
         if let Some(window) = self.plan.window_to_set() {
             self.iommufd.set_sw_msi_window(self.dev_id, window)?;
         }

@@ -303,6 +303,16 @@ impl DeviceBackend for VfioBackend {
         Ok(())
     }
 
+    #[cfg(not(feature = "proposed"))]
+    fn prepare_msi_iova(&self, vector: u16, iova: u64) -> std::result::Result<(), BackendError> {
+        Err(format!(
+            "MSI IOVA {iova:#x} for vector {vector}: built without the proposed \
+             VFIO_IRQ_SET_DATA_MSI_IOVA (feature `proposed`)"
+        )
+        .into())
+    }
+
+    #[cfg(feature = "proposed")]
     fn prepare_msi_iova(&self, vector: u16, iova: u64) -> std::result::Result<(), BackendError> {
         Ok(self
             .dev
