@@ -238,6 +238,16 @@ impl VfioBackend {
             .ok_or_else(|| format!("BAR{bar} does not exist").into())
     }
 
+    /// Whether the device decodes its memory BARs now (Command register Memory Space
+    /// Enable, read from the device). vfio-pci answers a fault on a BAR mapping with
+    /// SIGBUS while it does not (its `vfio_pci_mmap_*fault` checks the same bit), so the
+    /// real MSI-X table is touched only when this holds; the guest controls the bit.
+    pub fn memory_enabled(&self) -> std::result::Result<bool, BackendError> {
+        let mut cmd = [0u8; 2];
+        self.dev.read_config(4, &mut cmd)?;
+        Ok(u16::from_le_bytes(cmd) & 0x2 != 0)
+    }
+
     fn entry(&self, vector: u16) -> std::result::Result<(&TableMap, usize), BackendError> {
         let t = self
             .table
@@ -320,7 +330,8 @@ impl DeviceBackend for VfioBackend {
     }
 
     fn read_table_address(&self, vector: u16) -> std::result::Result<Option<u64>, BackendError> {
-        if self.table.is_none() {
+        // Unreadable while memory decode is off: a read would be a SIGBUS.
+        if self.table.is_none() || !self.memory_enabled()? {
             return Ok(None);
         }
         let (t, at) = self.entry(vector)?;
@@ -342,6 +353,13 @@ impl DeviceBackend for VfioBackend {
         hi: u32,
     ) -> std::result::Result<(), BackendError> {
         let (t, at) = self.entry(vector)?;
+        if !self.memory_enabled()? {
+            return Err(format!(
+                "vector {vector}: the device's memory decode is off (Command register), so \
+                 its MSI-X table cannot be written now"
+            )
+            .into());
+        }
         if !(t.map.write_u32(at, lo) && t.map.write_u32(at + 4, hi)) {
             return Err("table entry outside the mapping".into());
         }
