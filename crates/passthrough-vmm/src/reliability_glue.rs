@@ -96,8 +96,11 @@ pub(crate) fn start_monitor(
             .unwrap_or_else(PoisonError::into_inner)
             .routes()
             .clone();
+        // Never while the device's memory decode is off: vfio-pci would answer the read
+        // with SIGBUS.
+        let readable = d.backend().memory_enabled().unwrap_or(false);
         let real = (0..vectors.len() as u16)
-            .map(|v| table.as_ref().and_then(|t| t.entry(v)))
+            .map(|v| table.as_ref().filter(|_| readable).and_then(|t| t.entry(v)))
             .collect();
         drop(d);
         Sample {
