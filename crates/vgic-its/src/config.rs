@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::abi::{TableFormat, kvm};
+
 /// Smallest number of INTID bits that still leaves room for LPIs (INTID 8192 needs 14 bits).
 pub const MIN_INTID_BITS: u8 = 14;
 /// First LPI INTID (IHI 0069H ch. 1: LPIs start at 8192).
@@ -78,6 +80,14 @@ pub enum ConfigError {
     /// Commands per call outside 1..=32768 (the largest queue).
     #[error("ITS config: commands per call {0} is outside 1..=32768")]
     CommandsPerCall(usize),
+    /// The table format cannot hold this geometry (KVM's ABI: 8-byte ITEs, no HCC).
+    #[error("ITS config: table format {format:?}: {reason}")]
+    TableFormat {
+        /// The format asked for.
+        format: TableFormat,
+        /// What does not fit.
+        reason: &'static str,
+    },
 }
 
 /// Fixed configuration of one emulated ITS.
@@ -98,6 +108,8 @@ pub struct ItsConfig {
     pub(crate) iidr: u32,
     #[serde(default = "default_commands_per_call")]
     pub(crate) commands_per_call: usize,
+    #[serde(default)]
+    pub(crate) table_format: TableFormat,
 }
 
 impl ItsConfig {
@@ -181,6 +193,17 @@ impl ItsConfig {
         self.commands_per_call
     }
 
+    /// The layout of the tables in guest memory ([`crate::abi`]).
+    pub fn table_format(&self) -> TableFormat {
+        self.table_format
+    }
+
+    /// Whether the ITS holds every collection itself rather than in a Collection table
+    /// indexed by ICID (the KVM format: its Collection table is a list written at save).
+    pub fn collections_held(&self) -> bool {
+        !self.table_format.collection_table_indexed()
+    }
+
     /// Check every field against the architectural range. Also used on restore, where the
     /// configuration comes from a snapshot and may be garbage.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -208,6 +231,21 @@ impl ItsConfig {
         }
         if !(1..=MAX_QUEUE_COMMANDS).contains(&c.commands_per_call) {
             return Err(ConfigError::CommandsPerCall(c.commands_per_call));
+        }
+        let format = c.table_format;
+        if !format.ite_bytes().contains(&c.itt_entry_size) {
+            return Err(ConfigError::TableFormat {
+                format,
+                reason: "the ITT entry size is not one the format has",
+            });
+        }
+        if c.collections_held() && c.hcc != 0 {
+            // KVM's ITS holds every collection and still reports HCC = 0; an HCC would
+            // promise on-chip collections that a save could not tell from held ones.
+            return Err(ConfigError::TableFormat {
+                format,
+                reason: "collections are held by the ITS, HCC must be 0",
+            });
         }
         Ok(())
     }
@@ -239,6 +277,7 @@ impl Default for ItsConfigBuilder {
                 cache_entries: 1024,
                 iidr: 0x0000_043b,
                 commands_per_call: DEFAULT_COMMANDS_PER_CALL,
+                table_format: TableFormat::Native,
             },
         }
     }
@@ -323,6 +362,31 @@ impl ItsConfigBuilder {
         self
     }
 
+    /// The layout of the tables in guest memory (default [`TableFormat::Native`]).
+    pub fn table_format(mut self, format: TableFormat) -> Self {
+        self.config.table_format = format;
+        self
+    }
+
+    /// The ITS KVM presents (Linux `arch/arm64/kvm/vgic/vgic-its.c`, ABI revision 0):
+    /// 16 DeviceID, EventID and INTID bits, 8-byte ITEs, 16-bit ICIDs all held by the ITS
+    /// (HCC 0), failing commands skipped, `GITS_IIDR` `0x4b00_043b`, tables in
+    /// [`TableFormat::KvmRev0`]. `GITS_TYPER` then reads exactly as KVM's
+    /// ([`kvm::KVM_TYPER`]). The vCPU count stays the caller's.
+    pub fn kvm_abi(mut self) -> Self {
+        let c = &mut self.config;
+        c.device_id_bits = kvm::KVM_DEVICE_ID_BITS;
+        c.event_id_bits = kvm::KVM_EVENT_ID_BITS;
+        c.intid_bits = kvm::KVM_INTID_BITS;
+        c.itt_entry_size = kvm::ENTRY_BYTES as u8;
+        c.collection_id_bits = 16;
+        c.hcc = 0;
+        c.error_policy = CommandErrorPolicy::Skip;
+        c.iidr = kvm::KVM_IIDR_REV0;
+        c.table_format = TableFormat::KvmRev0;
+        self
+    }
+
     /// Check every value and return the configuration.
     pub fn build(self) -> Result<ItsConfig, ConfigError> {
         self.config.validate()?;
@@ -404,6 +468,25 @@ mod tests {
         assert_eq!(c.collection_id_bits(), 7);
         assert_eq!(c.hcc(), 128);
         assert!(!c.collections_in_memory());
+    }
+
+    #[test]
+    fn kvm_abi_preset_and_its_limits() {
+        let c = ItsConfig::builder().vcpus(2).kvm_abi().build().unwrap();
+        assert_eq!(c.table_format(), TableFormat::KvmRev0);
+        assert!(c.collections_held());
+        assert_eq!(c.iidr(), 0x4b00_043b);
+        assert_eq!(crate::Its::new(c).typer(), kvm::KVM_TYPER);
+        let k = || ItsConfig::builder().kvm_abi();
+        assert!(matches!(
+            k().itt_entry_size(16).build(),
+            Err(ConfigError::TableFormat { .. })
+        ));
+        assert!(matches!(
+            k().hcc(4).build(),
+            Err(ConfigError::TableFormat { .. })
+        ));
+        assert!(!ItsConfig::builder().build().unwrap().collections_held());
     }
 
     #[test]

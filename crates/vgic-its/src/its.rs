@@ -4,13 +4,15 @@
 //! The [`Its`] device: register state, on-chip collections, the translation cache and the
 //! table lookups every command and translation shares.
 
+use std::collections::BTreeMap;
+
 use vm_memory::GuestMemory;
 
 use crate::cache::{CacheStats, Cached, EntryCache, TranslationCache};
 use crate::cmd::{CommandError, CommandErrorKind};
 use crate::config::{ItsConfig, LPI_BASE, TABLE_ENTRY_SIZE};
-use crate::tables::baser::{TableDescriptor, TableType, baser_reset};
-use crate::tables::device::{self, DeviceEntry};
+use crate::tables::baser::{BASER_PAGE_SIZE_SHIFT, TableDescriptor, TableType, baser_reset};
+use crate::tables::device::DeviceEntry;
 use crate::tables::itt::{self, IttEntry};
 use crate::tables::{TableError, TableKind, collection, read_u64, write_u64};
 
@@ -45,6 +47,9 @@ pub struct Its {
     pub(crate) baser: [u64; BASER_COUNT],
     /// On-chip collections `0..HCC`: target processor number when mapped.
     pub(crate) collections: Vec<Option<u32>>,
+    /// Collections held by the ITS when the format has no indexed Collection table
+    /// ([`ItsConfig::collections_held`]): ICID -> target processor number.
+    pub(crate) held_collections: BTreeMap<u16, u32>,
     pub(crate) cache: TranslationCache,
     /// Decoded DTEs by DeviceID (`None` = invalid entry).
     pub(crate) device_cache: EntryCache<Option<DeviceEntry>>,
@@ -58,16 +63,24 @@ pub struct Its {
 enum CollectionSlot {
     OnChip(usize),
     Memory(u64),
+    /// Held by the ITS (KVM format); the Collection table has room for it at save.
+    Held,
 }
 
 /// Reset values of the `GITS_BASER<n>` of an ITS with `config`: Device table at
 /// [`DEVICE_BASER`], Collection table at [`COLLECTION_BASER`] when some collections live in
 /// memory, 0 (not implemented) elsewhere.
+///
+/// A format with one fixed page size (KVM's: 64 KiB) reports it from reset on.
 pub(crate) fn reset_basers(config: &ItsConfig) -> [u64; BASER_COUNT] {
+    let page = match config.table_format.fixed_page_bytes() {
+        Some(0x1_0000) => 2 << BASER_PAGE_SIZE_SHIFT,
+        _ => 0,
+    };
     let mut baser = [0u64; BASER_COUNT];
-    baser[DEVICE_BASER] = baser_reset(TableType::Devices, TABLE_ENTRY_SIZE);
+    baser[DEVICE_BASER] = baser_reset(TableType::Devices, TABLE_ENTRY_SIZE) | page;
     if config.collections_in_memory() {
-        baser[COLLECTION_BASER] = baser_reset(TableType::Collections, TABLE_ENTRY_SIZE);
+        baser[COLLECTION_BASER] = baser_reset(TableType::Collections, TABLE_ENTRY_SIZE) | page;
     }
     baser
 }
@@ -83,6 +96,7 @@ impl Its {
             device_cache: EntryCache::new(DEVICE_CACHE_ENTRIES),
             collection_cache: EntryCache::new(COLLECTION_CACHE_ENTRIES),
             collections: vec![None; on_chip],
+            held_collections: BTreeMap::new(),
             config,
             enabled: false,
             cbaser: 0,
@@ -187,7 +201,7 @@ impl Its {
             return Ok(e);
         }
         let addr = self.device_entry_addr(mem, device_id)?;
-        let entry = device::decode(
+        let entry = self.config.table_format.decode_dte(
             read_u64(mem, addr, TableKind::Devices)?,
             self.config.event_id_bits,
         );
@@ -213,7 +227,8 @@ impl Its {
         entry: Option<DeviceEntry>,
     ) -> Result<(), TableError> {
         self.device_cache.invalidate(device_id);
-        write_u64(mem, addr, device::encode(entry), TableKind::Devices)
+        let word = self.config.table_format.encode_dte(entry);
+        write_u64(mem, addr, word, TableKind::Devices)
     }
 
     fn ite_addr(&self, dte: &DeviceEntry, event_id: u32) -> Result<u64, TableError> {
@@ -236,7 +251,10 @@ impl Its {
         event_id: u32,
     ) -> Result<Option<IttEntry>, TableError> {
         let addr = self.ite_addr(dte, event_id)?;
-        let ite = itt::decode(read_u64(mem, addr, TableKind::Itt)?);
+        let ite = self
+            .config
+            .table_format
+            .decode_ite(read_u64(mem, addr, TableKind::Itt)?);
         Ok(ite.filter(|e| {
             self.intid_is_lpi(e.intid) && u32::from(e.icid) < self.config.collection_count()
         }))
@@ -250,7 +268,8 @@ impl Its {
         entry: Option<IttEntry>,
     ) -> Result<(), TableError> {
         let addr = self.ite_addr(dte, event_id)?;
-        write_u64(mem, addr, itt::encode(entry), TableKind::Itt)
+        let word = self.config.table_format.encode_ite(entry);
+        write_u64(mem, addr, word, TableKind::Itt)
     }
 
     fn collection_slot<M: GuestMemory + ?Sized>(
@@ -267,6 +286,15 @@ impl Its {
         }
         let desc = TableDescriptor::from_baser(self.baser[COLLECTION_BASER]).ok_or(oor)?;
         let addr = desc.entry_address(mem, u32::from(icid))?.ok_or(oor)?;
+        if self.config.collections_held() {
+            // KVM's MAPC/MAPTI accept an ICID only if the Collection table has a backed
+            // entry at the ICID's index (`vgic_its_check_id`): a save always fits, and a
+            // restore accepts what was saved.
+            if !crate::tables::backed(mem, addr) {
+                return Err(oor);
+            }
+            return Ok(CollectionSlot::Held);
+        }
         Ok(CollectionSlot::Memory(addr))
     }
 
@@ -284,6 +312,7 @@ impl Its {
         }
         match self.collection_slot(mem, icid)? {
             CollectionSlot::OnChip(i) => Ok(self.collections.get(i).copied().flatten()),
+            CollectionSlot::Held => Ok(self.held_collections.get(&icid).copied()),
             CollectionSlot::Memory(addr) => {
                 let target = collection::decode(
                     read_u64(mem, addr, TableKind::Collections)?,
@@ -307,6 +336,14 @@ impl Its {
                     *slot = target;
                 }
             }
+            CollectionSlot::Held => match target {
+                Some(t) => {
+                    self.held_collections.insert(icid, t);
+                }
+                None => {
+                    self.held_collections.remove(&icid);
+                }
+            },
             CollectionSlot::Memory(addr) => {
                 self.collection_cache.invalidate(u32::from(icid));
                 write_u64(

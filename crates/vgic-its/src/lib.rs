@@ -83,6 +83,7 @@
 
 #![deny(missing_docs)]
 
+pub mod abi;
 mod cache;
 pub mod cmd;
 pub mod config;
@@ -94,6 +95,7 @@ pub mod state;
 pub mod tables;
 mod translate;
 
+pub use abi::{ItsImage, TableFormat, WorkLimit};
 pub use cache::CacheStats;
 pub use cmd::{Command, CommandError, CommandErrorKind};
 pub use config::{CommandErrorPolicy, ConfigError, ItsConfig, ItsConfigBuilder};

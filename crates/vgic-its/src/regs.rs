@@ -34,9 +34,11 @@
 
 use vm_memory::GuestMemory;
 
-use crate::its::{BASER_COUNT, Its};
+use crate::abi::TableFormat;
+use crate::config::ItsConfig;
+use crate::its::{BASER_COUNT, COLLECTION_BASER, Its};
 use crate::redist::Redistributors;
-use crate::tables::baser::baser_write;
+use crate::tables::baser::{BASER_INDIRECT, BASER_PAGE_SIZE_SHIFT, baser_write};
 use crate::tables::genmask;
 
 /// `GITS_CTLR` offset.
@@ -86,6 +88,35 @@ pub const GITS_CBASER_RW_MASK: u64 = GITS_CBASER_VALID
     | 0xff;
 
 const CIDR: [u32; 4] = [0x0d, 0xf0, 0x05, 0xb1];
+
+/// Software-writable bits of `GITS_CBASER` on an ITS with `config`: [`GITS_CBASER_RW_MASK`],
+/// and with KVM's table format without Physical_Address bits \[15:12\] (KVM keeps the
+/// command queue 64 KiB aligned, `vgic_sanitise_its_cbaser`).
+pub fn cbaser_rw_mask(config: &ItsConfig) -> u64 {
+    match config.table_format() {
+        TableFormat::Native => GITS_CBASER_RW_MASK,
+        TableFormat::KvmRev0 => GITS_CBASER_RW_MASK & !genmask(15, 12),
+    }
+}
+
+/// `GITS_BASER<index>` after software writes `value` over `old` on an ITS with `config`:
+/// [`baser_write`]'s rules, and with KVM's table format Page_Size 64 KiB whatever is written
+/// and Indirect RES0 in the Collection table's register (`vgic_mmio_write_its_baser`).
+/// `ItsState::validate` accepts exactly the values this can produce from reset.
+pub fn baser_after_write(config: &ItsConfig, index: usize, old: u64, value: u64) -> u64 {
+    let new = baser_write(old, value);
+    match config.table_format() {
+        TableFormat::Native => new,
+        TableFormat::KvmRev0 => {
+            let new = (new & !(3 << BASER_PAGE_SIZE_SHIFT)) | (2 << BASER_PAGE_SIZE_SHIFT);
+            if index == COLLECTION_BASER {
+                new & !BASER_INDIRECT
+            } else {
+                new
+            }
+        }
+    }
+}
 
 /// Whether `GITS_CBASER.Valid` is set.
 pub fn cbaser_valid(cbaser: u64) -> bool {
@@ -286,7 +317,7 @@ impl Its {
                     log::debug!("ITS: GITS_CBASER write while enabled ignored");
                     return;
                 }
-                self.cbaser = value & GITS_CBASER_RW_MASK;
+                self.cbaser = value & cbaser_rw_mask(&self.config);
                 // IHI 0069H ch. 12: writing GITS_CBASER sets GITS_CREADR to 0. CWRITER
                 // follows (the new queue is empty, as in KVM), see the module docs.
                 self.creadr = 0;
@@ -311,11 +342,18 @@ impl Its {
                     log::debug!("ITS: GITS_BASER{i} write while enabled ignored");
                     return;
                 }
+                let config = &self.config;
                 if let Some(reg) = self.baser.get_mut(i)
                     && *reg != 0
                 {
                     // Implemented registers have a non-zero Type; the others are RES0.
-                    *reg = baser_write(*reg, value);
+                    let new = baser_after_write(config, i, *reg, value);
+                    if i == COLLECTION_BASER && new != *reg {
+                        // Held collections live as long as their table (KVM frees its
+                        // collection list when GITS_BASER1 changes).
+                        self.held_collections.clear();
+                    }
+                    *reg = new;
                     self.flush_caches();
                 }
             }

@@ -19,12 +19,13 @@
 //! later shrunk through `GITS_CBASER` used to be saved and then refused).
 //! Tests: `snapshot_round_trip`, `restore_rejects_garbage`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, ItsConfig};
 use crate::its::{BASER_COUNT, Its};
-use crate::regs::{GITS_CBASER_RW_MASK, GITS_CQUEUE_OFFSET_MASK, cbaser_queue_bytes};
-use crate::tables::baser::baser_write;
+use crate::regs::{GITS_CQUEUE_OFFSET_MASK, baser_after_write, cbaser_queue_bytes, cbaser_rw_mask};
 
 /// Version of [`ItsState`] written by this crate.
 pub const ITS_STATE_VERSION: u32 = 1;
@@ -50,6 +51,10 @@ pub struct ItsState {
     pub baser: Vec<u64>,
     /// On-chip collections `0..HCC`: target processor number when mapped.
     pub collections: Vec<Option<u32>>,
+    /// Collections the ITS holds itself (KVM's table format,
+    /// [`ItsConfig::collections_held`]): ICID -> target processor number.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_collections: BTreeMap<u16, u32>,
 }
 
 /// Why a state could not be restored.
@@ -91,6 +96,13 @@ pub enum StateError {
         /// HCC of this ITS.
         expected: usize,
     },
+    /// A held collection in a state whose format has an indexed Collection table, or an
+    /// ICID beyond the collection ID space.
+    #[error("ITS restore: held collection {icid} is not valid for this ITS")]
+    HeldCollection {
+        /// ICID.
+        icid: u16,
+    },
     /// An on-chip collection targets a vCPU that does not exist.
     #[error("ITS restore: collection {icid} targets vCPU {vcpu}, beyond {vcpus} vCPUs")]
     CollectionTarget {
@@ -115,6 +127,7 @@ impl ItsState {
             self.cwriter,
             &self.baser,
             &self.collections,
+            &self.held_collections,
         )
     }
 }
@@ -128,8 +141,9 @@ fn validate_parts(
     cwriter: u64,
     baser: &[u64],
     collections: &[Option<u32>],
+    held: &BTreeMap<u16, u32>,
 ) -> Result<(), StateError> {
-    if cbaser & !GITS_CBASER_RW_MASK != 0 {
+    if cbaser & !cbaser_rw_mask(config) != 0 {
         return Err(StateError::Cbaser(cbaser));
     }
     let queue = cbaser_queue_bytes(cbaser);
@@ -149,7 +163,7 @@ fn validate_parts(
         let ok = if reset == 0 {
             value == 0
         } else {
-            baser_write(reset, value) == value
+            baser_after_write(config, index, reset, value) == value
         };
         if !ok {
             return Err(StateError::Baser { index, value });
@@ -173,6 +187,18 @@ fn validate_parts(
             });
         }
     }
+    for (&icid, &vcpu) in held {
+        if !config.collections_held() || u32::from(icid) >= config.collection_count() {
+            return Err(StateError::HeldCollection { icid });
+        }
+        if vcpu >= config.vcpus {
+            return Err(StateError::CollectionTarget {
+                icid: usize::from(icid),
+                vcpu,
+                vcpus: config.vcpus,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -188,6 +214,7 @@ impl Its {
             self.cwriter,
             &self.baser,
             &self.collections,
+            &self.held_collections,
         )
     }
 
@@ -203,6 +230,7 @@ impl Its {
             stalled: self.stalled,
             baser: self.baser.to_vec(),
             collections: self.collections.clone(),
+            held_collections: self.held_collections.clone(),
         }
     }
 
@@ -234,6 +262,7 @@ impl Its {
         self.stalled = state.stalled;
         self.baser = baser;
         self.collections = state.collections.clone();
+        self.held_collections = state.held_collections.clone();
         self.flush_caches();
         self.last_error = None;
         Ok(())

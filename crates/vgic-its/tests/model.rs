@@ -14,7 +14,7 @@ use vgic_its::cmd::decode::RawCommand;
 use vgic_its::regs::{
     GITS_BASER0, GITS_CBASER, GITS_CREADR, GITS_CTLR, GITS_CWRITER, GITS_TYPER, ITS_FRAME_SIZE,
 };
-use vgic_its::{CommandErrorPolicy, ItsConfig};
+use vgic_its::{CommandErrorPolicy, ItsConfig, TableFormat};
 use vm_memory::{Bytes, GuestAddress};
 
 const DEV_BITS: u8 = 4; // DeviceIDs 0..16
@@ -245,13 +245,25 @@ fn cmd() -> impl Strategy<Value = Cmd> {
     ]
 }
 
-fn config(policy: CommandErrorPolicy, cache: usize) -> ItsConfig {
+/// The geometry of these tests in either table format (KVM's holds its collections, so it
+/// has no HCC).
+fn format(kvm: bool) -> (TableFormat, u8) {
+    if kvm {
+        (TableFormat::KvmRev0, 0)
+    } else {
+        (TableFormat::Native, HCC)
+    }
+}
+
+fn config(policy: CommandErrorPolicy, cache: usize, kvm: bool) -> ItsConfig {
+    let (table_format, hcc) = format(kvm);
     ItsConfig::builder()
         .vcpus(VCPUS)
         .device_id_bits(DEV_BITS)
         .event_id_bits(EV_BITS)
         .collection_id_bits(CID_BITS)
-        .hcc(HCC)
+        .hcc(hcc)
+        .table_format(table_format)
         .intid_bits(INTID_BITS)
         .error_policy(policy)
         .cache_entries(cache)
@@ -261,16 +273,18 @@ fn config(policy: CommandErrorPolicy, cache: usize) -> ItsConfig {
 
 proptest! {
     /// Every command's outcome (success or error reason), the pending state and every
-    /// translation agree with the model. A tiny cache (4 entries) forces evictions.
+    /// translation agree with the model, in both table formats. A tiny cache (4 entries)
+    /// forces evictions.
     #[test]
     fn commands_agree_with_model(
         cmds in prop::collection::vec(cmd(), 1..120),
         stall in any::<bool>(),
         cache in prop_oneof![Just(4usize), Just(1024usize)],
         probes in prop::collection::vec((dev(), ev()), 0..20),
+        kvm in any::<bool>(),
     ) {
         let policy = if stall { CommandErrorPolicy::Stall } else { CommandErrorPolicy::Skip };
-        let mut g = Guest::booted(config(policy, cache));
+        let mut g = Guest::booted(config(policy, cache, kvm));
         let mut m = Model::default();
         for (n, c) in cmds.iter().enumerate() {
             let want = m.apply(c);
@@ -315,10 +329,12 @@ proptest! {
         tables in prop::collection::vec((0u64..0x2000, any::<u64>()), 0..64),
         regs in prop::collection::vec((0u64..ITS_FRAME_SIZE + 0x100, any::<u64>(), 0usize..4), 0..64),
         msis in prop::collection::vec((any::<u32>(), any::<u32>()), 0..32),
+        kvm in any::<bool>(),
     ) {
         let mut g = Guest::new(
             ItsConfig::builder().vcpus(2).device_id_bits(32).event_id_bits(32)
-                .intid_bits(32).error_policy(CommandErrorPolicy::Skip).build().unwrap(),
+                .intid_bits(32).error_policy(CommandErrorPolicy::Skip)
+                .table_format(format(kvm).0).build().unwrap(),
         );
         g.setup_baser(0, (1 << 63) | (1 << 62) | DEVICE_TABLE);
         g.setup_baser(1, (1 << 63) | COLLECTION_TABLE);
@@ -358,14 +374,17 @@ proptest! {
         ops in prop::collection::vec(guest_op(), 1..80),
         stall in any::<bool>(),
         per_call in prop_oneof![Just(1usize), Just(3), Just(1024)],
+        kvm in any::<bool>(),
     ) {
         let policy = if stall { CommandErrorPolicy::Stall } else { CommandErrorPolicy::Skip };
+        let (table_format, hcc) = format(kvm);
         let config = ItsConfig::builder()
             .vcpus(VCPUS)
             .device_id_bits(DEV_BITS)
             .event_id_bits(EV_BITS)
             .collection_id_bits(CID_BITS)
-            .hcc(HCC)
+            .hcc(hcc)
+            .table_format(table_format)
             .intid_bits(INTID_BITS)
             .error_policy(policy)
             .commands_per_call(per_call)

@@ -91,6 +91,12 @@ pub(crate) fn write_u64<M: GuestMemory + ?Sized>(
         .map_err(|_| TableError::Write { kind, addr, len: 8 })
 }
 
+/// Whether the 8-byte table entry at `addr` is in guest memory (KVM's
+/// `__is_visible_gfn_locked` for an ITS table entry).
+pub(crate) fn backed<M: GuestMemory + ?Sized>(mem: &M, addr: u64) -> bool {
+    mem.read_obj::<u64>(GuestAddress(addr)).is_ok()
+}
+
 /// Mask of bits `hi..=lo` of a 64-bit value.
 pub(crate) const fn genmask(hi: u32, lo: u32) -> u64 {
     (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
