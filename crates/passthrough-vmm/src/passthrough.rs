@@ -20,7 +20,7 @@ use doorbell_planner::{GuestMap, NamedRange, Plan};
 use iommufd_ioas::IovaRange;
 use serde::Serialize;
 use vfio_passthrough::{
-    DeviceBackend, EnableRecord, FaultCounters, GuestMapper, MsiRouter, PassthroughDevice,
+    DeviceBackend, EnableRecord, FaultCounters, GuestMapper, InterruptGroup, PassthroughDevice,
 };
 
 use crate::cli::DeviceSpec;
@@ -102,11 +102,11 @@ pub fn bar_changes(changes: &[vfio_passthrough::BarChange]) -> Vec<BarChange> {
 pub type SharedDevice<D, R, M> = Arc<Mutex<PassthroughDevice<D, R, M>>>;
 
 /// The [`PciFunction`] of a passthrough device.
-pub struct PassthroughFunction<D: DeviceBackend, R: MsiRouter, M: GuestMapper> {
+pub struct PassthroughFunction<D: DeviceBackend, R: InterruptGroup, M: GuestMapper> {
     dev: SharedDevice<D, R, M>,
 }
 
-impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughFunction<D, R, M> {
+impl<D: DeviceBackend, R: InterruptGroup, M: GuestMapper> PassthroughFunction<D, R, M> {
     /// Wraps a shared device.
     pub fn new(dev: SharedDevice<D, R, M>) -> Self {
         PassthroughFunction { dev }
@@ -117,7 +117,9 @@ impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PassthroughFunction<D, R, M
     }
 }
 
-impl<D: DeviceBackend, R: MsiRouter, M: GuestMapper> PciFunction for PassthroughFunction<D, R, M> {
+impl<D: DeviceBackend, R: InterruptGroup, M: GuestMapper> PciFunction
+    for PassthroughFunction<D, R, M>
+{
     fn read_config(&mut self, reg: u16, data: &mut [u8]) {
         self.lock().read_config(reg, data);
     }

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use vfio_cdev::RegionMapping;
-use vfio_passthrough::{KvmMsiRouter, KvmSlotMapper, PassthroughDevice, VfioBackend};
+use vfio_passthrough::{
+    KvmInterruptGroup, KvmMsiRouter, KvmSlotMapper, PassthroughDevice, VfioBackend,
+};
 
 use crate::reliability::{
     Canary, IdCheck, IsolationReport, Monitor, MonitorReport, RealEntry, ReliabilityReport, Sample,
     SelfFigures, Sentinels,
 };
 
-type Device = PassthroughDevice<VfioBackend, Arc<Mutex<KvmMsiRouter>>, KvmSlotMapper>;
+type Device = PassthroughDevice<VfioBackend, KvmInterruptGroup, KvmSlotMapper>;
 
 /// How often the monitor samples.
 const PERIOD: Duration = Duration::from_millis(40);

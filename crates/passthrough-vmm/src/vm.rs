@@ -51,7 +51,7 @@ use linux_loader::loader::KernelLoader;
 use linux_loader::loader::pe::PE;
 use msi_trap::msix::layout::RelocationPolicy;
 use vfio_passthrough::setup::{GuestSetup, PreparedDevice};
-use vfio_passthrough::{KvmMsiRouter, KvmSlotMapper, VfioBackend};
+use vfio_passthrough::{KvmInterruptGroup, KvmMsiRouter, KvmSlotMapper, VfioBackend};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
@@ -720,7 +720,7 @@ struct Passthrough {
     /// The guest's vSMMU objects (`--viommu`): shut down before the device goes.
     nested: Option<crate::nested::Nested>,
     write_through: crate::passthrough::WriteThroughPath,
-    dev: crate::passthrough::SharedDevice<VfioBackend, Arc<Mutex<KvmMsiRouter>>, KvmSlotMapper>,
+    dev: crate::passthrough::SharedDevice<VfioBackend, KvmInterruptGroup, KvmSlotMapper>,
     device: String,
     devid: u32,
     plan: doorbell_planner::Plan,
@@ -859,9 +859,12 @@ fn attach_passthrough(
         Vec::new(),
     )));
     let mapper = KvmSlotMapper::new(Arc::clone(vm.vm_fd()), PASSTHROUGH_SLOTS);
+    // The device's vectors: a group handed out by the VM's one routing table.
     let mut dev = attached
-        .into_device(
-            Arc::clone(&router),
+        .into_device_with_group(
+            |vectors| {
+                KvmMsiRouter::group(&router, vectors).map_err(vfio_passthrough::Error::Eventfd)
+            },
             mapper,
             devid,
             RelocationPolicy::IfShared,

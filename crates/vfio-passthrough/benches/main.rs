@@ -14,26 +14,12 @@ use msi_trap::write_through::DoorbellPolicy;
 use std::hint::black_box;
 use vfio_passthrough::{
     BackendError, DeviceBackend, GuestMapper, MsiRoute, MsiRouter, PassthroughConfig,
-    PassthroughDevice, build_model,
+    PassthroughDevice, RouterGroup, VectorBackend, build_model,
 };
 use vmm_sys_util::eventfd::EventFd;
 
 struct Dev(Vec<u8>);
-impl DeviceBackend for Dev {
-    fn read_config(&self, o: u16, b: &mut [u8]) -> Result<(), BackendError> {
-        let o = usize::from(o);
-        b.copy_from_slice(&self.0[o..o + b.len()]);
-        Ok(())
-    }
-    fn write_config(&self, _: u16, _: &[u8]) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn read_bar(&self, _: u8, _: u64, _: &mut [u8]) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn write_bar(&self, _: u8, _: u64, _: &[u8]) -> Result<(), BackendError> {
-        Ok(())
-    }
+impl VectorBackend for Dev {
     fn set_vector(&self, _: u16, _: Option<&EventFd>) -> Result<(), BackendError> {
         Ok(())
     }
@@ -47,6 +33,23 @@ impl DeviceBackend for Dev {
         Ok(None)
     }
     fn write_table_address(&self, _: u16, _: u32, _: u32) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+impl DeviceBackend for Dev {
+    fn read_config(&self, o: u16, b: &mut [u8]) -> Result<(), BackendError> {
+        let o = usize::from(o);
+        b.copy_from_slice(&self.0[o..o + b.len()]);
+        Ok(())
+    }
+    fn write_config(&self, _: u16, _: &[u8]) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn read_bar(&self, _: u8, _: u64, _: &mut [u8]) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn write_bar(&self, _: u8, _: u64, _: &[u8]) -> Result<(), BackendError> {
         Ok(())
     }
 }
@@ -81,12 +84,12 @@ impl GuestMapper for Mapper {
     }
 }
 
-fn device() -> PassthroughDevice<Dev, Router, Mapper> {
+fn device() -> PassthroughDevice<Dev, RouterGroup<Router>, Mapper> {
     device_with(10, 0x4000)
 }
 
 /// A device whose MSI-X table (in BAR3 at 0, PBA at 0x8000) has `vectors` entries.
-fn device_with(vectors: u16, bar3: u64) -> PassthroughDevice<Dev, Router, Mapper> {
+fn device_with(vectors: u16, bar3: u64) -> PassthroughDevice<Dev, RouterGroup<Router>, Mapper> {
     let mut c = vec![0u8; 256];
     c[0..4].copy_from_slice(&[0x86, 0x80, 0xc9, 0x10]);
     c[0x06] = 0x10;
@@ -106,7 +109,7 @@ fn device_with(vectors: u16, bar3: u64) -> PassthroughDevice<Dev, Router, Mapper
     let parts = build_model("bench", &c, &bars, &[0; 6], RelocationPolicy::Never, 0x1000).unwrap();
     let mut d = PassthroughDevice::new(
         Dev(c),
-        Router,
+        RouterGroup::new(Router, vectors).unwrap(),
         Mapper,
         parts.config,
         parts.msix,

@@ -10,16 +10,9 @@ use vmm_sys_util::eventfd::EventFd;
 /// An error from a backend, boxed so that fakes and real implementations share the traits.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The physical device, as the passthrough model needs it.
-pub trait DeviceBackend: Send {
-    /// Reads the device's configuration space.
-    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError>;
-    /// Writes the device's configuration space.
-    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError>;
-    /// Reads device registers of BAR `bar` at `offset` (the slow, trapped path).
-    fn read_bar(&self, bar: u8, offset: u64, buf: &mut [u8]) -> Result<(), BackendError>;
-    /// Writes device registers of BAR `bar` at `offset` (the slow, trapped path).
-    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> Result<(), BackendError>;
+/// The physical device's MSI-X vectors, as the MSI-X engine ([`crate::MsixEngine`]) needs
+/// them: a VMM that keeps its own VFIO device type implements this on it.
+pub trait VectorBackend: Send {
     /// Connects MSI-X vector `vector` to `eventfd` (enabling it on the device), or
     /// disconnects it with `None`.
     fn set_vector(&self, vector: u16, eventfd: Option<&EventFd>) -> Result<(), BackendError>;
@@ -34,6 +27,19 @@ pub trait DeviceBackend: Send {
     /// Writes the two address dwords of vector `vector` in the device's real MSI-X table
     /// (never the data dword).
     fn write_table_address(&self, vector: u16, lo: u32, hi: u32) -> Result<(), BackendError>;
+}
+
+/// The physical device, as the whole passthrough device ([`crate::PassthroughDevice`])
+/// needs it: its vectors, config space, trapped BAR registers and reset.
+pub trait DeviceBackend: VectorBackend {
+    /// Reads the device's configuration space.
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// Writes the device's configuration space.
+    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError>;
+    /// Reads device registers of BAR `bar` at `offset` (the slow, trapped path).
+    fn read_bar(&self, bar: u8, offset: u64, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// Writes device registers of BAR `bar` at `offset` (the slow, trapped path).
+    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> Result<(), BackendError>;
     /// Resets the device (`VFIO_DEVICE_RESET`). The kernel restores the MSI-X table from its
     /// own messages, so written-through addresses must be written again. Backends that cannot
     /// reset say so.

@@ -401,7 +401,7 @@ impl VirtualConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendError;
+    use crate::backend::{BackendError, VectorBackend};
     use msi_trap::msix::layout::BarInfo;
     use std::sync::Mutex;
     use vmm_sys_util::eventfd::EventFd;
@@ -410,6 +410,24 @@ mod tests {
     pub(crate) struct FakeConfig {
         pub cfg: Mutex<Vec<u8>>,
         pub writes: Mutex<Vec<(u16, Vec<u8>)>>,
+    }
+
+    impl VectorBackend for FakeConfig {
+        fn set_vector(&self, _: u16, _: Option<&EventFd>) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn disable_vectors(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn prepare_msi_iova(&self, _: u16, _: u64) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn read_table_address(&self, _: u16) -> Result<Option<u64>, BackendError> {
+            Ok(None)
+        }
+        fn write_table_address(&self, _: u16, _: u32, _: u32) -> Result<(), BackendError> {
+            Ok(())
+        }
     }
 
     impl DeviceBackend for FakeConfig {
@@ -430,21 +448,6 @@ mod tests {
             Ok(())
         }
         fn write_bar(&self, _: u8, _: u64, _: &[u8]) -> Result<(), BackendError> {
-            Ok(())
-        }
-        fn set_vector(&self, _: u16, _: Option<&EventFd>) -> Result<(), BackendError> {
-            Ok(())
-        }
-        fn disable_vectors(&self) -> Result<(), BackendError> {
-            Ok(())
-        }
-        fn prepare_msi_iova(&self, _: u16, _: u64) -> Result<(), BackendError> {
-            Ok(())
-        }
-        fn read_table_address(&self, _: u16) -> Result<Option<u64>, BackendError> {
-            Ok(None)
-        }
-        fn write_table_address(&self, _: u16, _: u32, _: u32) -> Result<(), BackendError> {
             Ok(())
         }
     }

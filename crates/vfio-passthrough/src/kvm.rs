@@ -19,6 +19,10 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::backend::{BackendError, GuestMapper, MsiRoute, MsiRouter};
+use crate::group::RouterGroup;
+
+/// The interrupt group of a device over the VM-wide KVM router.
+pub type KvmInterruptGroup = RouterGroup<Arc<Mutex<KvmMsiRouter>>>;
 
 /// The routing table size KVM accepts (`KVM_MAX_IRQ_ROUTES`).
 pub const KVM_MAX_IRQ_ROUTES: u32 = 4096;
@@ -48,6 +52,21 @@ pub fn msi_entry(gsi: u32, route: &MsiRoute) -> kvm_irq_routing_entry {
     }
 }
 
+/// Checks that the VMM's own routing entries stay out of the router's GSI range.
+fn check_other_routes(
+    entries: &[kvm_irq_routing_entry],
+    first_gsi: u32,
+) -> Result<(), BackendError> {
+    match entries.iter().find(|e| e.gsi >= first_gsi) {
+        Some(e) => Err(format!(
+            "routing entry for GSI {} is in the range the router allocates from ({first_gsi}..)",
+            e.gsi
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// The VM-wide MSI router over a KVM VM.
 #[derive(Debug)]
 pub struct KvmMsiRouter {
@@ -73,6 +92,24 @@ impl KvmMsiRouter {
             first_gsi,
             table_updates: 0,
         }
+    }
+
+    /// A device's interrupt group over the shared router: every device of the VM gets its
+    /// own group, and all of them write the one routing table this router keeps.
+    pub fn group(router: &Arc<Mutex<Self>>, vectors: u16) -> std::io::Result<KvmInterruptGroup> {
+        RouterGroup::new(Arc::clone(router), vectors)
+    }
+
+    /// Replaces the VMM's own entries (its irqchip routes, or MSI routes it manages itself)
+    /// and pushes the table, so that the VMM's routes and the devices' live in one table with
+    /// one writer. Every entry's GSI must lie below the first GSI this router allocates.
+    pub fn set_other_routes(
+        &mut self,
+        entries: Vec<kvm_irq_routing_entry>,
+    ) -> Result<(), BackendError> {
+        check_other_routes(&entries, self.first_gsi)?;
+        let old = std::mem::replace(&mut self.base, entries);
+        self.push_table().inspect_err(|_| self.base = old)
     }
 
     /// How many routing tables were pushed to KVM.
@@ -274,6 +311,21 @@ impl GuestMapper for KvmSlotMapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_routes_stay_below_the_allocated_range() {
+        let route = MsiRoute {
+            address: 0x800_0040,
+            data: 1,
+            devid: None,
+        };
+        assert!(check_other_routes(&[msi_entry(0, &route), msi_entry(31, &route)], 32).is_ok());
+        let err = check_other_routes(&[msi_entry(3, &route), msi_entry(32, &route)], 32)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GSI 32"), "{err}");
+        assert!(check_other_routes(&[], 0).is_ok());
+    }
 
     #[test]
     fn msi_entry_layout() {

@@ -31,9 +31,10 @@ use vfio_cdev::{PciAddress, VfioDevice};
 use vm_memory::GuestMemoryBackend;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::backend::{DeviceBackend, GuestMapper, MsiRouter};
+use crate::backend::{GuestMapper, MsiRouter, VectorBackend};
 use crate::device::{PassthroughConfig, PassthroughDevice};
 use crate::error::{Error, Result};
+use crate::group::{InterruptGroup, RouterGroup};
 use crate::parts::build_model;
 use crate::vfio::{DeviceFacts, VfioBackend};
 
@@ -341,15 +342,39 @@ impl AttachedDevice {
         &self.mapped
     }
 
-    /// Step 3: the passthrough device, routing through `router` and mapping BAR pages
-    /// through `mapper`; `devid` is the DeviceID of the function in the guest's ITS.
+    /// Step 3: the passthrough device, routing through a [`RouterGroup`] over `router` and
+    /// mapping BAR pages through `mapper`; `devid` is the DeviceID of the function in the
+    /// guest's ITS.
     pub fn into_device<R: MsiRouter, M: GuestMapper>(
-        mut self,
+        self,
         router: R,
         mapper: M,
         devid: u32,
         relocation: RelocationPolicy,
-    ) -> Result<PassthroughDevice<VfioBackend, R, M>> {
+    ) -> Result<PassthroughDevice<VfioBackend, RouterGroup<R>, M>> {
+        self.into_device_with_group(
+            |vectors| RouterGroup::new(router, vectors).map_err(Error::Eventfd),
+            mapper,
+            devid,
+            relocation,
+        )
+    }
+
+    /// Step 3 for a VMM with its own interrupt manager: `group` is called once with the
+    /// function's MSI-X vector count (0 without MSI-X) and returns the [`InterruptGroup`]
+    /// the device's vectors go through.
+    pub fn into_device_with_group<G, F, M>(
+        mut self,
+        group: F,
+        mapper: M,
+        devid: u32,
+        relocation: RelocationPolicy,
+    ) -> Result<PassthroughDevice<VfioBackend, G, M>>
+    where
+        G: InterruptGroup,
+        F: FnOnce(u16) -> Result<G>,
+        M: GuestMapper,
+    {
         let page = host_page_size();
         let name = self.backend.device().name().to_string();
         let parts = build_model(
@@ -368,9 +393,10 @@ impl AttachedDevice {
         let pieces = self
             .backend
             .map_direct_pieces(parts.msix.as_ref().map(|m| m.layout()), page)?;
+        let group = group(parts.msix.as_ref().map_or(0, |m| m.vectors()))?;
         PassthroughDevice::new(
             self.backend,
-            router,
+            group,
             mapper,
             parts.config,
             parts.msix,

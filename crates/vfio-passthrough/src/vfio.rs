@@ -10,7 +10,7 @@ use msi_trap::msix::layout::{BarInfo, MsixLayout, RealMsix, TrapRange};
 use vfio_cdev::{IrqIndex, RegionInfo, RegionMapping, VfioDevice};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::backend::{BackendError, DeviceBackend};
+use crate::backend::{BackendError, DeviceBackend, VectorBackend};
 use crate::device::DirectPiece;
 use crate::error::{Error, Result};
 
@@ -260,28 +260,7 @@ impl VfioBackend {
     }
 }
 
-impl DeviceBackend for VfioBackend {
-    fn read_config(&self, offset: u16, buf: &mut [u8]) -> std::result::Result<(), BackendError> {
-        Ok(self.dev.read_config(u64::from(offset), buf)?)
-    }
-
-    fn write_config(&self, offset: u16, buf: &[u8]) -> std::result::Result<(), BackendError> {
-        Ok(self.dev.write_config(u64::from(offset), buf)?)
-    }
-
-    fn read_bar(
-        &self,
-        bar: u8,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> std::result::Result<(), BackendError> {
-        Ok(self.dev.read_region(self.region(bar)?, offset, buf)?)
-    }
-
-    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> std::result::Result<(), BackendError> {
-        Ok(self.dev.write_region(self.region(bar)?, offset, buf)?)
-    }
-
+impl VectorBackend for VfioBackend {
     /// The first enable allocates the whole MSI-X block: vfio-pci sizes the host's
     /// allocation on the first `SET_IRQS` (start + count vectors), and adding vectors later
     /// needs dynamic MSI-X allocation in the host's MSI domain, which is refused with
@@ -364,6 +343,29 @@ impl DeviceBackend for VfioBackend {
             return Err("table entry outside the mapping".into());
         }
         Ok(())
+    }
+}
+
+impl DeviceBackend for VfioBackend {
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> std::result::Result<(), BackendError> {
+        Ok(self.dev.read_config(u64::from(offset), buf)?)
+    }
+
+    fn write_config(&self, offset: u16, buf: &[u8]) -> std::result::Result<(), BackendError> {
+        Ok(self.dev.write_config(u64::from(offset), buf)?)
+    }
+
+    fn read_bar(
+        &self,
+        bar: u8,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> std::result::Result<(), BackendError> {
+        Ok(self.dev.read_region(self.region(bar)?, offset, buf)?)
+    }
+
+    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> std::result::Result<(), BackendError> {
+        Ok(self.dev.write_region(self.region(bar)?, offset, buf)?)
     }
 
     fn reset(&self) -> std::result::Result<(), BackendError> {

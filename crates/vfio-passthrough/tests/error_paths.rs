@@ -31,7 +31,7 @@ use msi_trap::msix::layout::{BarInfo, RelocationPolicy};
 use msi_trap::write_through::DoorbellPolicy;
 use vfio_passthrough::{
     BackendError, DeviceBackend, DirectPiece, GuestMapper, MsiRoute, MsiRouter, PassthroughConfig,
-    PassthroughDevice, build_model,
+    PassthroughDevice, RouterGroup, VectorBackend, build_model,
 };
 use vmm_sys_util::eventfd::EventFd;
 
@@ -91,31 +91,7 @@ struct Dev(Shared);
 struct Router(Shared);
 struct Mapper(Shared);
 
-impl DeviceBackend for Dev {
-    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError> {
-        let g = enter(&self.0, "config read")?;
-        let o = usize::from(offset);
-        buf.copy_from_slice(g.config.get(o..o + buf.len()).ok_or("range")?);
-        Ok(())
-    }
-    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError> {
-        let mut g = enter(&self.0, "config write")?;
-        let o = usize::from(offset);
-        g.config
-            .get_mut(o..o + buf.len())
-            .ok_or("range")?
-            .copy_from_slice(buf);
-        Ok(())
-    }
-    fn read_bar(&self, _: u8, _: u64, buf: &mut [u8]) -> Result<(), BackendError> {
-        drop(enter(&self.0, "BAR read")?);
-        buf.fill(0x5a);
-        Ok(())
-    }
-    fn write_bar(&self, _: u8, _: u64, _: &[u8]) -> Result<(), BackendError> {
-        drop(enter(&self.0, "BAR write")?);
-        Ok(())
-    }
+impl VectorBackend for Dev {
     fn set_vector(&self, vector: u16, eventfd: Option<&EventFd>) -> Result<(), BackendError> {
         let mut g = enter(&self.0, "set vector")?;
         if eventfd.is_some() {
@@ -142,6 +118,33 @@ impl DeviceBackend for Dev {
     fn write_table_address(&self, vector: u16, lo: u32, hi: u32) -> Result<(), BackendError> {
         let mut g = enter(&self.0, "table write")?;
         g.table[usize::from(vector)] = (u64::from(hi) << 32) | u64::from(lo);
+        Ok(())
+    }
+}
+
+impl DeviceBackend for Dev {
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError> {
+        let g = enter(&self.0, "config read")?;
+        let o = usize::from(offset);
+        buf.copy_from_slice(g.config.get(o..o + buf.len()).ok_or("range")?);
+        Ok(())
+    }
+    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError> {
+        let mut g = enter(&self.0, "config write")?;
+        let o = usize::from(offset);
+        g.config
+            .get_mut(o..o + buf.len())
+            .ok_or("range")?
+            .copy_from_slice(buf);
+        Ok(())
+    }
+    fn read_bar(&self, _: u8, _: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        drop(enter(&self.0, "BAR read")?);
+        buf.fill(0x5a);
+        Ok(())
+    }
+    fn write_bar(&self, _: u8, _: u64, _: &[u8]) -> Result<(), BackendError> {
+        drop(enter(&self.0, "BAR write")?);
         Ok(())
     }
     fn reset(&self) -> Result<(), BackendError> {
@@ -242,7 +245,7 @@ const BARS: [BarInfo; 6] = [
     BarInfo::ABSENT,
 ];
 
-type Device = PassthroughDevice<Dev, Router, Mapper>;
+type Device = PassthroughDevice<Dev, RouterGroup<Router>, Mapper>;
 
 /// Host memory the direct pieces point at (never touched by the fakes); one page-aligned
 /// buffer per test process, alive for its whole life.
@@ -273,7 +276,11 @@ fn device(world: &Shared, policy: DoorbellPolicy) -> Device {
     };
     PassthroughDevice::new(
         Dev(world.clone()),
-        Router(world.clone()),
+        RouterGroup::new(
+            Router(world.clone()),
+            parts.msix.as_ref().map_or(0, |m| m.vectors()),
+        )
+        .unwrap(),
         Mapper(world.clone()),
         parts.config,
         parts.msix,

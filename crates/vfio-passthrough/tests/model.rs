@@ -12,7 +12,7 @@ use msi_trap::msix::layout::{BarInfo, RelocationPolicy};
 use msi_trap::write_through::DoorbellPolicy;
 use vfio_passthrough::{
     BackendError, DeviceBackend, DirectPiece, GuestMapper, MsiRemapping, MsiRoute, MsiRouter,
-    PassthroughConfig, PassthroughDevice, RemapError, build_model,
+    PassthroughConfig, PassthroughDevice, RemapError, RouterGroup, VectorBackend, build_model,
 };
 use vmm_sys_util::eventfd::EventFd;
 
@@ -48,30 +48,7 @@ struct FakeDevice {
     table: Mutex<[u64; 10]>,
 }
 
-impl DeviceBackend for FakeDevice {
-    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError> {
-        let c = self.config.lock().unwrap();
-        let o = usize::from(offset);
-        buf.copy_from_slice(c.get(o..o + buf.len()).ok_or("range")?);
-        Ok(())
-    }
-    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError> {
-        let mut c = self.config.lock().unwrap();
-        let o = usize::from(offset);
-        c[o..o + buf.len()].copy_from_slice(buf);
-        Ok(())
-    }
-    fn read_bar(&self, _: u8, _: u64, buf: &mut [u8]) -> Result<(), BackendError> {
-        buf.fill(0x5a);
-        Ok(())
-    }
-    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> Result<(), BackendError> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(Call::BarWrite(bar, offset, buf.to_vec()));
-        Ok(())
-    }
+impl VectorBackend for FakeDevice {
     fn set_vector(&self, vector: u16, eventfd: Option<&EventFd>) -> Result<(), BackendError> {
         self.log
             .lock()
@@ -102,6 +79,32 @@ impl DeviceBackend for FakeDevice {
             .unwrap()
             .push(Call::TableWrite(vector, lo, hi));
         self.table.lock().unwrap()[usize::from(vector)] = (u64::from(hi) << 32) | u64::from(lo);
+        Ok(())
+    }
+}
+
+impl DeviceBackend for FakeDevice {
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError> {
+        let c = self.config.lock().unwrap();
+        let o = usize::from(offset);
+        buf.copy_from_slice(c.get(o..o + buf.len()).ok_or("range")?);
+        Ok(())
+    }
+    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError> {
+        let mut c = self.config.lock().unwrap();
+        let o = usize::from(offset);
+        c[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn read_bar(&self, _: u8, _: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        buf.fill(0x5a);
+        Ok(())
+    }
+    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> Result<(), BackendError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(Call::BarWrite(bar, offset, buf.to_vec()));
         Ok(())
     }
     /// Like vfio-pci: the PCI core restores the table from the kernel's messages.
@@ -189,7 +192,7 @@ const BARS: [BarInfo; 6] = [
     BarInfo::ABSENT,
 ];
 
-type Dev = PassthroughDevice<FakeDevice, FakeRouter, FakeMapper>;
+type Dev = PassthroughDevice<FakeDevice, RouterGroup<FakeRouter>, FakeMapper>;
 
 fn device(policy: DoorbellPolicy, kernel_address: u64) -> (Dev, Log) {
     let log: Log = Arc::default();
@@ -233,10 +236,14 @@ fn device(policy: DoorbellPolicy, kernel_address: u64) -> (Dev, Log) {
             kernel_address,
             table: Mutex::new([0; 10]),
         },
-        FakeRouter {
-            log: log.clone(),
-            next: 0,
-        },
+        RouterGroup::new(
+            FakeRouter {
+                log: log.clone(),
+                next: 0,
+            },
+            parts.msix.as_ref().map_or(0, |m| m.vectors()),
+        )
+        .unwrap(),
         FakeMapper {
             log: log.clone(),
             next: 0,

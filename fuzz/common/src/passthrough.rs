@@ -30,7 +30,7 @@ use msi_trap::msix::layout::{BarIndex, MsixLayout, RelocationPolicy};
 use msi_trap::write_through::DoorbellPolicy;
 use vfio_passthrough::{
     BackendError, DeviceBackend, DirectPiece, GuestMapper, MsiRoute, MsiRouter, PassthroughConfig,
-    PassthroughDevice, build_model, subtract_traps,
+    PassthroughDevice, RouterGroup, VectorBackend, build_model, subtract_traps,
 };
 use vmm_sys_util::eventfd::EventFd;
 
@@ -425,33 +425,7 @@ impl Shared {
 
 struct FakeDevice(Shared);
 
-impl DeviceBackend for FakeDevice {
-    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError> {
-        // Reads of the raw device: a fixed pattern (the model's own bytes come first).
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (usize::from(offset) + i) as u8;
-        }
-        Ok(())
-    }
-    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError> {
-        let o = usize::from(offset);
-        if o < MSIX_CAP + 12 && MSIX_CAP < o + buf.len() {
-            self.0.lock().violations.push(format!(
-                "config write of {} bytes at {offset:#x} reached the MSI-X capability",
-                buf.len()
-            ));
-        }
-        Ok(())
-    }
-    fn read_bar(&self, bar: u8, offset: u64, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.check_bar("read", bar, offset, buf.len());
-        buf.fill(0x5a);
-        Ok(())
-    }
-    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> Result<(), BackendError> {
-        self.check_bar("write", bar, offset, buf.len());
-        Ok(())
-    }
+impl VectorBackend for FakeDevice {
     fn set_vector(&self, vector: u16, eventfd: Option<&EventFd>) -> Result<(), BackendError> {
         let mut w = self.0.lock();
         if w.faults & fail::SET_VECTOR != 0 && vector == 1 {
@@ -489,6 +463,35 @@ impl DeviceBackend for FakeDevice {
         if let Some(e) = w.table.get_mut(usize::from(vector)) {
             e.0 = addr;
         }
+        Ok(())
+    }
+}
+
+impl DeviceBackend for FakeDevice {
+    fn read_config(&self, offset: u16, buf: &mut [u8]) -> Result<(), BackendError> {
+        // Reads of the raw device: a fixed pattern (the model's own bytes come first).
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (usize::from(offset) + i) as u8;
+        }
+        Ok(())
+    }
+    fn write_config(&self, offset: u16, buf: &[u8]) -> Result<(), BackendError> {
+        let o = usize::from(offset);
+        if o < MSIX_CAP + 12 && MSIX_CAP < o + buf.len() {
+            self.0.lock().violations.push(format!(
+                "config write of {} bytes at {offset:#x} reached the MSI-X capability",
+                buf.len()
+            ));
+        }
+        Ok(())
+    }
+    fn read_bar(&self, bar: u8, offset: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.check_bar("read", bar, offset, buf.len());
+        buf.fill(0x5a);
+        Ok(())
+    }
+    fn write_bar(&self, bar: u8, offset: u64, buf: &[u8]) -> Result<(), BackendError> {
+        self.check_bar("write", bar, offset, buf.len());
         Ok(())
     }
 }
@@ -604,7 +607,7 @@ impl GuestMapper for FakeMapper {
     }
 }
 
-type Dev = PassthroughDevice<FakeDevice, FakeRouter, FakeMapper>;
+type Dev = PassthroughDevice<FakeDevice, RouterGroup<FakeRouter>, FakeMapper>;
 
 struct Run {
     dev: Dev,
@@ -873,7 +876,10 @@ pub fn run(input: &PtInput) {
     };
     let dev = match PassthroughDevice::new(
         FakeDevice(world.clone()),
-        FakeRouter(world.clone()),
+        match RouterGroup::new(FakeRouter(world.clone()), msix.vectors()) {
+            Ok(g) => g,
+            Err(e) => panic!("eventfd creation failed: {e}"),
+        },
         FakeMapper(world.clone()),
         parts.config,
         Some(msix),
