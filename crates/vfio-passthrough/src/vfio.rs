@@ -50,6 +50,9 @@ pub struct VfioBackend {
     msix_vectors: u32,
     /// Whether MSI-X is enabled on the device (through this backend).
     msix_on: AtomicBool,
+    /// Offset of the Power Management capability, if any: its PMCSR says whether the
+    /// device is in D0 (see [`VfioBackend::memory_enabled`]).
+    pm_cap: Option<u16>,
 }
 
 fn bar_kind(reg: u32, size: u64) -> BarInfo {
@@ -142,6 +145,10 @@ impl VfioBackend {
             regions[i] = Some(r);
         }
         let bars = decode_bars(&regs, &sizes);
+        let pm_cap = msi_trap::caps::CapabilityList::parse_lenient(&config)
+            .ok()
+            .and_then(|l| l.list.find(0x01))
+            .map(|c| u16::from(c.offset));
         let msix_vectors = match dev.irq_info(IrqIndex::Msix) {
             Ok(info) => info.count,
             Err(e) => {
@@ -157,6 +164,7 @@ impl VfioBackend {
                 regions,
                 msix_vectors,
                 msix_on: AtomicBool::new(false),
+                pm_cap,
             },
             DeviceFacts {
                 config,
@@ -238,14 +246,26 @@ impl VfioBackend {
             .ok_or_else(|| format!("BAR{bar} does not exist").into())
     }
 
-    /// Whether the device decodes its memory BARs now (Command register Memory Space
-    /// Enable, read from the device). vfio-pci answers a fault on a BAR mapping with
-    /// SIGBUS while it does not (its `vfio_pci_mmap_*fault` checks the same bit), so the
-    /// real MSI-X table is touched only when this holds; the guest controls the bit.
+    /// Whether the device decodes its memory BARs now: Command register Memory Space
+    /// Enable set and the function in D0 (PMCSR PowerState, PCI PM 1.2 section 3.2.4).
+    /// vfio-pci answers a fault on a BAR mapping with SIGBUS otherwise (its
+    /// `__vfio_pci_memory_enabled` checks both), so the real MSI-X table is touched only
+    /// when this holds. The guest controls both: it clears Memory Space while sizing BARs,
+    /// and its driver puts the function in D3hot when it shuts down (seen in issue 18's
+    /// reliability run: the VMM died of SIGBUS sampling the table after the guest's
+    /// power-off).
     pub fn memory_enabled(&self) -> std::result::Result<bool, BackendError> {
         let mut cmd = [0u8; 2];
         self.dev.read_config(4, &mut cmd)?;
-        Ok(u16::from_le_bytes(cmd) & 0x2 != 0)
+        if u16::from_le_bytes(cmd) & 0x2 == 0 {
+            return Ok(false);
+        }
+        if let Some(pm) = self.pm_cap {
+            let mut pmcsr = [0u8; 2];
+            self.dev.read_config(u64::from(pm) + 4, &mut pmcsr)?;
+            return Ok(u16::from_le_bytes(pmcsr) & 0x3 == 0);
+        }
+        Ok(true)
     }
 
     fn entry(&self, vector: u16) -> std::result::Result<(&TableMap, usize), BackendError> {
