@@ -11,6 +11,7 @@ use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::arch::Arch;
 use crate::cross::CrossBuild;
 use crate::host::{RunOutcome, TestHost};
 use crate::kernel::{KernelRecipe, KernelSource, resolve_kernel};
@@ -24,10 +25,14 @@ pub const DEFAULT_CACHE: &str = "/var/cache/passthrough-testhost";
 
 /// The help text.
 pub const USAGE: &str = "\
-usage: testhost [--workspace DIR] [--cache DIR] [--kernel IMAGE] [--variant NAME] <command> [options]
+usage: testhost [--arch ARCH] [--workspace DIR] [--cache DIR] [--kernel IMAGE] [--variant NAME] <command> [options]
 
+  --arch ARCH           aarch64 (default) or riscv64: the test host's architecture, its
+                        kernel recipe (tests/testhost/kernel, tests/testhost/kernel-riscv64)
+                        and setup script (setup.sh, setup-riscv64.sh)
   --variant NAME        the recipe variant to build and boot when no kernel is given
-                        (tests/testhost/kernel/variants: patched (default), viommu)
+                        (tests/testhost/kernel/variants: patched (default), viommu;
+                        tests/testhost/kernel-riscv64/variants: patched (default), upstream)
 
 commands:
   setup                 install QEMU, the aarch64 cross toolchain and busybox (tests/testhost/setup.sh)
@@ -43,7 +48,8 @@ commands:
       --run-name NAME       files go to <workspace>/target/testhost/NAME (default kernel-tests)
   help                  this text
 
-environment: TESTHOST_KERNEL (prebuilt arm64 Image), TESTHOST_CACHE, TESTHOST_WORKSPACE
+environment: TESTHOST_KERNEL (prebuilt arm64 Image), TESTHOST_KERNEL_RISCV64 (prebuilt riscv64
+Image), TESTHOST_CACHE, TESTHOST_WORKSPACE
 ";
 
 /// Global options.
@@ -57,6 +63,8 @@ pub struct Options {
     pub kernel: Option<PathBuf>,
     /// `--variant`.
     pub variant: Option<String>,
+    /// `--arch` (default aarch64).
+    pub arch: Option<Arch>,
 }
 
 /// Which NICs go to vfio-pci.
@@ -224,6 +232,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--workspace" => options.workspace = Some(take_value(&flag, inline, &mut it)?.into()),
             "--cache" => options.cache = Some(take_value(&flag, inline, &mut it)?.into()),
             "--kernel" => options.kernel = Some(take_value(&flag, inline, &mut it)?.into()),
+            "--arch" => {
+                let v = take_value(&flag, inline, &mut it)?;
+                options.arch = Some(
+                    v.parse()
+                        .map_err(|_| invalid("--arch", &v, "aarch64 or riscv64"))?,
+                );
+            }
             "--variant" => {
                 let v = take_value(&flag, inline, &mut it)?;
                 if !crate::kernel::valid_variant_name(&v) {
@@ -328,6 +343,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
 pub struct Env {
     /// `TESTHOST_KERNEL`.
     pub kernel: Option<PathBuf>,
+    /// `TESTHOST_KERNEL_RISCV64`.
+    pub kernel_riscv64: Option<PathBuf>,
     /// `TESTHOST_CACHE`.
     pub cache: Option<PathBuf>,
     /// `TESTHOST_WORKSPACE`.
@@ -343,7 +360,8 @@ impl Env {
                 .map(PathBuf::from)
         };
         Env {
-            kernel: var("TESTHOST_KERNEL"),
+            kernel: var(Arch::Aarch64.kernel_env()),
+            kernel_riscv64: var(Arch::Riscv64.kernel_env()),
             cache: var("TESTHOST_CACHE"),
             workspace: var("TESTHOST_WORKSPACE"),
         }
@@ -361,13 +379,22 @@ pub struct Resolved {
     pub kernel: Option<PathBuf>,
     /// The recipe variant used when no kernel is given.
     pub variant: String,
+    /// The test host's architecture.
+    pub arch: Arch,
 }
 
 impl Resolved {
     /// Options win over the environment, which wins over the defaults (`default_workspace`,
-    /// [`DEFAULT_CACHE`]).
+    /// [`DEFAULT_CACHE`]). The environment's kernel is the one of the architecture
+    /// (`TESTHOST_KERNEL` for aarch64, `TESTHOST_KERNEL_RISCV64` for riscv64).
     pub fn new(options: &Options, env: &Env, default_workspace: &Path) -> Self {
+        let arch = options.arch.unwrap_or_default();
+        let env_kernel = match arch {
+            Arch::Aarch64 => env.kernel.clone(),
+            Arch::Riscv64 => env.kernel_riscv64.clone(),
+        };
         Resolved {
+            arch,
             workspace: options
                 .workspace
                 .clone()
@@ -378,25 +405,26 @@ impl Resolved {
                 .clone()
                 .or_else(|| env.cache.clone())
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE)),
-            kernel: options.kernel.clone().or_else(|| env.kernel.clone()),
+            kernel: options.kernel.clone().or(env_kernel),
             variant: options
                 .variant
                 .clone()
-                .unwrap_or_else(|| crate::kernel::DEFAULT_VARIANT.to_owned()),
+                .unwrap_or_else(|| arch.default_variant().to_owned()),
         }
     }
 
-    /// The busybox that setup.sh unpacked.
+    /// The busybox that the setup script unpacked.
     pub fn busybox(&self) -> PathBuf {
-        self.cache.join("busybox").join("bin").join("busybox")
+        self.arch.busybox(&self.cache)
     }
 
-    /// tests/testhost/setup.sh of the workspace.
+    /// The architecture's setup script of the workspace (tests/testhost/setup.sh,
+    /// setup-riscv64.sh).
     pub fn setup_script(&self) -> PathBuf {
         self.workspace
             .join("tests")
             .join("testhost")
-            .join("setup.sh")
+            .join(self.arch.setup_script())
     }
 }
 
@@ -427,7 +455,7 @@ pub fn run_setup(r: &Resolved, kernel_build: bool) -> Result<(), Error> {
 /// The kernel to boot: the given one, else the recipe's, installing the build tools and
 /// building it when it is not cached yet.
 pub fn kernel(r: &Resolved) -> Result<KernelSource, Error> {
-    let recipe = KernelRecipe::in_workspace(&r.workspace).with_variant(r.variant.clone());
+    let recipe = KernelRecipe::for_arch(&r.workspace, r.arch).with_variant(r.variant.clone());
     if r.kernel.is_none() && !recipe.cached_image(&r.cache)?.is_file() {
         run_setup(r, true)?;
     }
@@ -533,8 +561,11 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
         kernel.path().display(),
         match kernel {
             KernelSource::Given(_) => "given".to_owned(),
-            KernelSource::Recipe(_) =>
-                format!("built from tests/testhost/kernel, variant {}", r.variant),
+            KernelSource::Recipe(_) => format!(
+                "built from tests/testhost/{}, variant {}",
+                r.arch.recipe_dir(),
+                r.variant
+            ),
         }
     )
     .map_err(io_err)?;
@@ -547,7 +578,7 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
     .map_err(io_err)?;
     out.flush().map_err(io_err)?;
     let build_start = Instant::now();
-    let mut tests = CrossBuild::new(&r.workspace).build_tests(&args.packages)?;
+    let mut tests = CrossBuild::for_arch(&r.workspace, r.arch).build_tests(&args.packages)?;
     if !args.tests.is_empty() {
         tests.retain(|t| t.kind == "test" && args.tests.contains(&t.target));
         if let Some(missing) = args
@@ -577,7 +608,7 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
         .join("testhost")
         .join(&args.run_name);
     let mut host = TestHost::new(kernel.path(), &busybox, &run_dir);
-    host.nics(args.nics).timeout(args.timeout);
+    host.arch(r.arch).nics(args.nics).timeout(args.timeout);
     if let Bind::Only(list) = &args.bind {
         host.bind(list.iter().copied());
     }
@@ -590,7 +621,8 @@ pub fn run_kernel_tests(r: &Resolved, args: &RunArgs, out: &mut dyn Write) -> Re
     let suites: Vec<_> = host.plan().iter().map(|s| s.suite().to_owned()).collect();
     writeln!(
         out,
-        "testhost: booting the test VM ({} NICs) with {} suites: {}",
+        "testhost: booting the {} test VM ({} NICs) with {} suites: {}",
+        r.arch,
         args.nics,
         suites.len(),
         suites.join(" ")
@@ -683,6 +715,10 @@ mod tests {
         assert_eq!(inv.options.variant, None);
         let inv = parse(&["--variant", "viommu", "kernel"]).unwrap();
         assert_eq!(inv.options.variant.as_deref(), Some("viommu"));
+        assert_eq!(inv.options.arch, None);
+        let inv = parse(&["--arch", "riscv64", "--variant=upstream", "kernel"]).unwrap();
+        assert_eq!(inv.options.arch, Some(Arch::Riscv64));
+        assert!(parse(&["--arch", "x86_64", "kernel"]).is_err());
         assert!(parse(&["--variant", "../x", "kernel"]).is_err());
         assert_eq!(parse(&["setup"]).unwrap().command, Command::Setup);
         assert_eq!(parse(&["--help"]).unwrap().command, Command::Help);
@@ -733,6 +769,7 @@ mod tests {
     fn options_beat_environment_beat_defaults() {
         let env = Env {
             kernel: Some("/env/k".into()),
+            kernel_riscv64: Some("/env/rk".into()),
             cache: Some("/env/c".into()),
             workspace: None,
         };
@@ -744,13 +781,27 @@ mod tests {
                 cache: "/env/c".into(),
                 kernel: Some("/env/k".into()),
                 variant: "patched".into(),
+                arch: Arch::Aarch64,
             }
+        );
+        let riscv = Options {
+            arch: Some(Arch::Riscv64),
+            ..Options::default()
+        };
+        let r = Resolved::new(&riscv, &env, Path::new("/ws"));
+        assert_eq!(r.kernel.as_deref(), Some(Path::new("/env/rk")));
+        assert_eq!(r.variant, "patched");
+        assert_eq!(r.busybox(), Path::new("/env/c/riscv64/busybox/bin/busybox"));
+        assert_eq!(
+            r.setup_script(),
+            Path::new("/ws/tests/testhost/setup-riscv64.sh")
         );
         let opts = Options {
             workspace: Some("/o/ws".into()),
             cache: None,
             kernel: Some("/o/k".into()),
             variant: Some("viommu".into()),
+            arch: None,
         };
         let r = Resolved::new(&opts, &Env::default(), Path::new("/ws"));
         assert_eq!(r.workspace, Path::new("/o/ws"));

@@ -1,12 +1,19 @@
 // Copyright © 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Cross-building aarch64 test executables and binaries with Debian's toolchain.
+//! Cross-building aarch64 and riscv64 test executables and binaries with Debian's toolchain.
 //!
 //! rustup cannot add targets on the machines this runs on, so the build uses Debian's
 //! `/usr/bin/cargo` and `/usr/bin/rustc` (`rustc-web`, with `libstd-rust-web-dev:arm64`) and
 //! links statically with `aarch64-linux-gnu-gcc`, so the binaries need nothing from the
-//! initramfs but the kernel. The workspace's `rust-toolchain.toml` only steers rustup's
+//! initramfs but the kernel.
+//!
+//! riscv64 has no prebuilt standard library matching `rustc-web` (bookworm has no riscv64
+//! port; sid's `libstd-rust-dev:riscv64` is another rustc's), so the riscv64 build compiles
+//! std itself from Debian's `rust-web-src` (the sources `rustc --print sysroot` finds under
+//! `lib/rustlib/src/rust`) with cargo's `-Zbuild-std`, enabled on this stable toolchain by
+//! `RUSTC_BOOTSTRAP=1`, and links with `riscv64-linux-gnu-gcc`. std is built once per
+//! target directory (`target/testhost-riscv64`) and reused after. The workspace's `rust-toolchain.toml` only steers rustup's
 //! proxies, so it does not apply here; environment that the calling cargo or rustup sets
 //! (`RUSTUP_TOOLCHAIN`, `CARGO_ENCODED_RUSTFLAGS`, wrappers, ...) is removed so that it cannot
 //! leak into the cross build (`tests::command_line_and_environment`).
@@ -22,13 +29,18 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::arch::Arch;
 
-/// The Rust target of the test VM.
+/// The Rust target of the aarch64 test VM ([`Arch::rust_target`] for either).
 pub const TARGET: &str = "aarch64-unknown-linux-gnu";
+
+/// The cargo flag that builds the standard library for a target without a prebuilt one
+/// (riscv64); cargo adds `test` when it builds test harnesses.
+pub const BUILD_STD: &str = "-Zbuild-std=std,panic_unwind";
 
 /// Environment variables removed from the cross build: set by rustup or an outer cargo,
 /// they would pick another toolchain or add flags meant for the host.
-pub const SCRUBBED_ENV: [&str; 12] = [
+pub const SCRUBBED_ENV: [&str; 13] = [
     "RUSTUP_TOOLCHAIN",
     "CARGO",
     "CARGO_BUILD_TARGET",
@@ -41,6 +53,7 @@ pub const SCRUBBED_ENV: [&str; 12] = [
     "RUSTDOC",
     "RUSTDOCFLAGS",
     "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+    "CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_RUSTFLAGS",
 ];
 
 /// One executable cargo built.
@@ -128,31 +141,43 @@ pub fn parse_cargo_messages<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec
         .collect()
 }
 
-/// A cross build of workspace packages for [`TARGET`].
+/// A cross build of workspace packages for an [`Arch`]'s target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrossBuild {
+    /// The architecture built for.
+    pub arch: Arch,
     /// Workspace root (where `Cargo.toml` and `Cargo.lock` are).
     pub workspace: PathBuf,
     /// Cargo target directory of the cross build, apart from the host's.
     pub target_dir: PathBuf,
     /// Debian's cargo.
     pub cargo: PathBuf,
-    /// Debian's rustc, which has the aarch64 standard library.
+    /// Debian's rustc, which has the aarch64 standard library (and the sources for
+    /// building riscv64's).
     pub rustc: PathBuf,
-    /// The aarch64 linker.
+    /// The target's linker.
     pub linker: String,
 }
 
 impl CrossBuild {
-    /// Debian's toolchain, target directory `<workspace>/target/testhost-aarch64`.
+    /// Debian's aarch64 toolchain, target directory `<workspace>/target/testhost-aarch64`.
     pub fn new(workspace: impl Into<PathBuf>) -> Self {
+        Self::for_arch(workspace, Arch::Aarch64)
+    }
+
+    /// Debian's toolchain for `arch`, target directory
+    /// `<workspace>/target/testhost-<arch>`.
+    pub fn for_arch(workspace: impl Into<PathBuf>, arch: Arch) -> Self {
         let workspace = workspace.into();
         CrossBuild {
-            target_dir: workspace.join("target").join("testhost-aarch64"),
+            arch,
+            target_dir: workspace
+                .join("target")
+                .join(format!("testhost-{}", arch.name())),
             workspace,
             cargo: PathBuf::from("/usr/bin/cargo"),
             rustc: PathBuf::from("/usr/bin/rustc"),
-            linker: "aarch64-linux-gnu-gcc".to_owned(),
+            linker: arch.linker().to_owned(),
         }
     }
 
@@ -160,17 +185,21 @@ impl CrossBuild {
         let mut cmd = Command::new(&self.cargo);
         cmd.current_dir(&self.workspace).args(subcommand).args([
             "--target",
-            TARGET,
+            self.arch.rust_target(),
             "--message-format=json-render-diagnostics",
         ]);
+        if !self.arch.prebuilt_std() {
+            cmd.arg(BUILD_STD);
+        }
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
+        if !self.arch.prebuilt_std() {
+            // -Zbuild-std is unstable; Debian's stable cargo takes it with this switch.
+            cmd.env("RUSTC_BOOTSTRAP", "1");
+        }
         cmd.env("RUSTC", &self.rustc)
-            .env(
-                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-                &self.linker,
-            )
+            .env(self.arch.linker_env(), &self.linker)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .env("CARGO_TARGET_DIR", &self.target_dir)
             // No debug info (the prebuilt aarch64 libstd's included): an eighth of the
@@ -388,6 +417,48 @@ mod tests {
         let args: Vec<_> = bins.get_args().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(args[..3], ["build", "-p", "vmm"]);
         assert_eq!(args[args.len() - 4..], ["--bin", "vmm", "--bin", "probe"]);
+    }
+
+    #[test]
+    fn riscv64_builds_its_std() {
+        let b = CrossBuild::for_arch("/w", Arch::Riscv64);
+        let cmd = b.tests_command(&["riscv-imsic".into()]);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "test",
+                "--no-run",
+                "--target",
+                "riscv64gc-unknown-linux-gnu",
+                "--message-format=json-render-diagnostics",
+                "-Zbuild-std=std,panic_unwind",
+                "-p",
+                "riscv-imsic"
+            ]
+        );
+        let envs: Vec<_> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_str().unwrap(), v.map(|v| v.to_str().unwrap())))
+            .collect();
+        for (k, v) in [
+            ("RUSTC_BOOTSTRAP", "1"),
+            (
+                "CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_LINKER",
+                "riscv64-linux-gnu-gcc",
+            ),
+            ("RUSTFLAGS", "-C target-feature=+crt-static"),
+            ("CARGO_TARGET_DIR", "/w/target/testhost-riscv64"),
+        ] {
+            assert!(
+                envs.contains(&(k, Some(v))),
+                "{k}={v} missing from {envs:?}"
+            );
+        }
+        // The aarch64 build stays as it was: prebuilt std, no unstable switch.
+        let a = CrossBuild::new("/w").tests_command(&["x".into()]);
+        assert!(!a.get_args().any(|x| x == BUILD_STD));
+        assert!(!a.get_envs().any(|(k, _)| k == "RUSTC_BOOTSTRAP"));
     }
 
     #[test]

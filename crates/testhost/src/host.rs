@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::arch::Arch;
 use crate::initramfs::Initramfs;
-use crate::kernel::check_arm64_image;
 use crate::plan::{PlanStep, render_plan, shell_quote, validate_suite_name};
 use crate::protocol::{Expectations, Failure, RunReport, Tally, parse_results};
 use crate::qemu::{MAX_NICS, VmConfig, VmExit, run_vm};
@@ -58,6 +58,7 @@ pub const MAX_RESULTS_BYTES: u64 = 256 << 20;
 /// ```
 #[derive(Debug, Clone)]
 pub struct TestHost {
+    arch: Arch,
     kernel: PathBuf,
     busybox: PathBuf,
     run_dir: PathBuf,
@@ -74,14 +75,17 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    /// A VM booting `kernel` with the static aarch64 `busybox`, its files in `run_dir`.
-    /// Defaults: 2 NICs, all bound to vfio-pci; 2 vCPUs, 2 GiB; [`DEFAULT_TIMEOUT`].
+    /// An aarch64 VM booting `kernel` with the static aarch64 `busybox`, its files in
+    /// `run_dir`. Defaults: 2 NICs, all bound to vfio-pci; 2 vCPUs, 2 GiB;
+    /// [`DEFAULT_TIMEOUT`]. [`Self::arch`] switches to riscv64 (the kernel, busybox and test
+    /// binaries must then be riscv64 ones).
     pub fn new(
         kernel: impl Into<PathBuf>,
         busybox: impl Into<PathBuf>,
         run_dir: impl Into<PathBuf>,
     ) -> Self {
         TestHost {
+            arch: Arch::Aarch64,
             kernel: kernel.into(),
             busybox: busybox.into(),
             run_dir: run_dir.into(),
@@ -95,6 +99,17 @@ impl TestHost {
             files: Initramfs::new(),
             plan: Vec::new(),
         }
+    }
+
+    /// Sets the VM's architecture (and so its QEMU machine and console).
+    pub fn arch(&mut self, arch: Arch) -> &mut Self {
+        self.arch = arch;
+        self
+    }
+
+    /// The VM's architecture.
+    pub fn architecture(&self) -> Arch {
+        self.arch
     }
 
     /// Uses another QEMU binary.
@@ -182,7 +197,8 @@ impl TestHost {
 
     /// The VM this host boots (initramfs at `<run_dir>/initramfs.cpio`).
     pub fn vm_config(&self) -> VmConfig {
-        let mut vm = VmConfig::new(
+        let mut vm = VmConfig::new_for(
+            self.arch,
             &self.kernel,
             self.run_dir.join("initramfs.cpio"),
             &self.run_dir,
@@ -270,7 +286,7 @@ impl TestHost {
     /// the results. A guest failure is in the [`RunOutcome`]; `Err` means the harness itself
     /// could not do its work (bad configuration, missing file, QEMU not startable).
     pub fn run(&self) -> Result<RunOutcome, Error> {
-        check_arm64_image(&self.kernel)?;
+        self.arch.check_image(&self.kernel)?;
         let fs = self.initramfs()?;
         let vm = self.vm_config();
         let args = vm.args()?;
@@ -595,6 +611,16 @@ mod tests {
         fs::write(d.join("Image"), vec![0u8; 4096]).unwrap();
         let err = TestHost::new(d.join("Image"), "/bb", &d).run().unwrap_err();
         assert!(matches!(err, Error::Kernel { .. }), "{err}");
+        // An arm64 Image is not a riscv64 one.
+        let mut header = vec![0u8; 4096];
+        header[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        fs::write(d.join("Image"), &header).unwrap();
+        let mut host = TestHost::new(d.join("Image"), "/bb", &d);
+        host.arch(Arch::Riscv64);
+        assert_eq!(host.architecture(), Arch::Riscv64);
+        assert_eq!(host.vm_config().qemu, Path::new("qemu-system-riscv64"));
+        let err = host.run().unwrap_err();
+        assert!(err.to_string().contains("riscv64"), "{err}");
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -53,6 +53,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
+pub mod arch;
 pub mod cli;
 pub mod cpio;
 pub mod cross;

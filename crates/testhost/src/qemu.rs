@@ -5,6 +5,13 @@
 //! complex, EL2 (so KVM works inside), igb NICs on a QEMU-internal hub, a virtio-serial port
 //! for results, and the PL011 console in a file.
 //!
+//! Or, with [`Arch::Riscv64`], QEMU TCG riscv64 `virt` with the AIA (APLIC in MSI mode and an
+//! IMSIC per hart with [`RISCV_AIA_GUESTS`] guest interrupt files, `aia=aplic-imsic`), the
+//! H extension (so KVM works inside, its AIA device using the guest files), Sstc, and the
+//! RISC-V IOMMU as a PCI function (`riscv-iommu-pci` at slot 1) in front of the other PCI
+//! devices; same NICs, results port and console file (the machine's 16550). OpenSBI comes
+//! from QEMU's default firmware (Debian's `opensbi` package).
+//!
 //! Networking never leaves QEMU: `-nodefaults` drops the default user-mode NIC, and each
 //! igb is a `hubport` on hub 0, so the NICs reach each other and nothing else
 //! (`tests::no_network_leaves_qemu`).
@@ -21,19 +28,31 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::arch::Arch;
 
-/// The QEMU binary looked up on `PATH` unless another is given.
+/// The aarch64 QEMU binary looked up on `PATH` unless another is given ([`Arch::qemu`]).
 pub const DEFAULT_QEMU: &str = "qemu-system-aarch64";
+/// The riscv64 machine: AIA with APLIC + IMSIC and guest interrupt files.
+pub const RISCV_MACHINE: &str = "virt,aia=aplic-imsic,aia-guests=5";
+/// Guest interrupt files per hart on riscv64 (GEILEN), for KVM's hardware-accelerated AIA.
+pub const RISCV_AIA_GUESTS: u8 = 5;
+/// The riscv64 CPU: RV64GC with the H extension, Smaia/Ssaia (the AIA CSRs, `*iselect`,
+/// `*topei`) and Sstc.
+pub const RISCV_CPU: &str = "rv64,h=true,ssaia=true,smaia=true,sstc=true";
+/// PCI slot of the RISC-V IOMMU on riscv64.
+pub const RISCV_IOMMU_SLOT: u8 = 1;
 /// Most igb NICs a VM can have (see the module docs for the slot layout).
 pub const MAX_NICS: u8 = 6;
 /// PCI vendor and device ID of QEMU's igb (Intel 82576).
 pub const IGB_ID: (u16, u16) = (0x8086, 0x10c9);
 /// Name of the virtio-serial port that carries results.
 pub const RESULTS_PORT: &str = "results";
-/// The arm64 kernel command line limit (`COMMAND_LINE_SIZE`, including the NUL).
+/// The arm64 kernel command line limit (`COMMAND_LINE_SIZE`, including the NUL);
+/// [`Arch::max_cmdline`] for either architecture.
 pub const MAX_CMDLINE: usize = 2048;
-/// Kernel arguments always passed: console on the PL011, our /init, and reboot at once on
-/// panic (which `-no-reboot` turns into QEMU exiting) so a crash ends the run quickly.
+/// Kernel arguments always passed on arm64: console on the PL011, our /init, and reboot at
+/// once on panic (which `-no-reboot` turns into QEMU exiting) so a crash ends the run
+/// quickly. On riscv64 the console is `ttyS0` ([`Arch::console`]).
 pub const BASE_KERNEL_ARGS: [&str; 3] = ["console=ttyAMA0", "rdinit=/init", "panic=-1"];
 
 const RESULTS_SLOT: u8 = 2;
@@ -67,9 +86,11 @@ fn qemu_opt_value(what: &'static str, path: &Path) -> Result<String, Error> {
 /// What the VM looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
+    /// The machine's architecture.
+    pub arch: Arch,
     /// QEMU binary.
     pub qemu: PathBuf,
-    /// arm64 `Image`.
+    /// Kernel `Image` of [`Self::arch`].
     pub kernel: PathBuf,
     /// Initramfs (newc cpio).
     pub initrd: PathBuf,
@@ -88,11 +109,22 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// The default VM (2 vCPUs, 2 GiB, 2 NICs) for `kernel` and `initrd`, with its logs in
-    /// `run_dir`.
+    /// The default aarch64 VM (2 vCPUs, 2 GiB, 2 NICs) for `kernel` and `initrd`, with its
+    /// logs in `run_dir`.
     pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>, run_dir: &Path) -> Self {
+        Self::new_for(Arch::Aarch64, kernel, initrd, run_dir)
+    }
+
+    /// The default VM of `arch` (2 vCPUs, 2 GiB, 2 NICs, [`Arch::qemu`]).
+    pub fn new_for(
+        arch: Arch,
+        kernel: impl Into<PathBuf>,
+        initrd: impl Into<PathBuf>,
+        run_dir: &Path,
+    ) -> Self {
         VmConfig {
-            qemu: PathBuf::from(DEFAULT_QEMU),
+            arch,
+            qemu: PathBuf::from(arch.qemu()),
             kernel: kernel.into(),
             initrd: initrd.into(),
             nics: 2,
@@ -114,19 +146,21 @@ impl VmConfig {
                 });
             }
         }
-        let line = BASE_KERNEL_ARGS
-            .iter()
-            .copied()
+        let console = format!("console={}", self.arch.console());
+        let line = std::iter::once(console.as_str())
+            .chain(BASE_KERNEL_ARGS[1..].iter().copied())
             .chain(self.kernel_args.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" ");
-        if line.len() >= MAX_CMDLINE {
+        let max = self.arch.max_cmdline();
+        if line.len() >= max {
             return Err(Error::Config {
                 what: "kernel command line",
                 reason: format!(
-                    "{} bytes, the arm64 limit is {}",
+                    "{} bytes, the {} limit is {}",
                     line.len(),
-                    MAX_CMDLINE - 1
+                    self.arch,
+                    max - 1
                 ),
             });
         }
@@ -154,11 +188,18 @@ impl VmConfig {
         let results = qemu_opt_value("results log", &self.results_log)?;
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        let (machine, cpu) = match self.arch {
+            Arch::Aarch64 => (
+                "virt,gic-version=3,its=on,iommu=smmuv3,virtualization=on",
+                "max",
+            ),
+            Arch::Riscv64 => (RISCV_MACHINE, RISCV_CPU),
+        };
         push(&[
             "-M",
-            "virt,gic-version=3,its=on,iommu=smmuv3,virtualization=on",
+            machine,
             "-cpu",
-            "max",
+            cpu,
             "-smp",
             &self.cpus.to_string(),
             "-m",
@@ -182,6 +223,12 @@ impl VmConfig {
             "-device",
             &format!("virtserialport,bus=results-bus.0,chardev=results,name={RESULTS_PORT}"),
         ]);
+        if self.arch == Arch::Riscv64 {
+            push(&[
+                "-device",
+                &format!("riscv-iommu-pci,addr={RISCV_IOMMU_SLOT:#x}"),
+            ]);
+        }
         for i in 0..self.nics {
             // i < nics <= MAX_NICS (checked above), so this is at most 14.
             let slot = NIC_FIRST_SLOT + NIC_SLOT_STRIDE * i;
@@ -430,6 +477,48 @@ mod tests {
             c.cmdline().unwrap(),
             "console=ttyAMA0 rdinit=/init panic=-1 loglevel=4 iommu.strict=1"
         );
+    }
+
+    #[test]
+    fn riscv64_machine_has_aia_guest_files_and_an_iommu() {
+        let mut c = VmConfig::new_for(
+            Arch::Riscv64,
+            "/k/Image",
+            "/r/initramfs.cpio",
+            Path::new("/r"),
+        );
+        c.nics = 2;
+        let a = strings(&c);
+        assert_eq!(c.qemu, Path::new("qemu-system-riscv64"));
+        assert_eq!(value_after(&a, "-M"), ["virt,aia=aplic-imsic,aia-guests=5"]);
+        assert_eq!(
+            value_after(&a, "-cpu"),
+            ["rv64,h=true,ssaia=true,smaia=true,sstc=true"]
+        );
+        assert_eq!(
+            value_after(&a, "-append"),
+            ["console=ttyS0 rdinit=/init panic=-1"]
+        );
+        let devices = value_after(&a, "-device");
+        assert_eq!(
+            devices,
+            [
+                "virtio-serial-pci,id=results-bus,addr=0x2",
+                "virtserialport,bus=results-bus.0,chardev=results,name=results",
+                "riscv-iommu-pci,addr=0x1",
+                "igb,netdev=net0,mac=52:54:00:7e:57:00,addr=0x4",
+                "igb,netdev=net1,mac=52:54:00:7e:57:01,addr=0x6"
+            ]
+        );
+        assert!(a.contains(&"-nodefaults".to_owned()));
+        c.kernel_args = vec!["x".repeat(MAX_CMDLINE)];
+        assert!(matches!(
+            c.args(),
+            Err(Error::Config {
+                what: "kernel command line",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 // Copyright © 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The cross build for real: a named binary of this crate built for aarch64 with Debian's
-//! toolchain must be a static aarch64 ELF executable. Ignored by default (it needs what
-//! `tests/testhost/setup.sh` installs, and a cold build takes minutes):
+//! The cross build for real: a named binary of this crate built for aarch64 (riscv64) with
+//! Debian's toolchain must be a static aarch64 (riscv64) ELF executable. Ignored by default
+//! (they need what `tests/testhost/setup.sh` and `setup-riscv64.sh` install, and a cold build
+//! takes minutes; riscv64's builds its standard library first):
 //!
 //! ```text
 //! cargo test -p testhost --test cross_build -- --ignored
@@ -11,6 +12,7 @@
 
 use std::path::Path;
 
+use testhost::arch::Arch;
 use testhost::cross::CrossBuild;
 
 /// ELF64 little-endian header fields (System V gABI, "ELF Header").
@@ -53,4 +55,29 @@ fn named_binary_is_a_static_aarch64_executable() {
     // Static executables are ET_EXEC, or ET_DYN when static-pie; neither has PT_INTERP.
     assert!(matches!(e_type, 2 | 3), "e_type {e_type}");
     assert!(!has_interpreter(&bytes), "dynamically linked");
+}
+
+#[test]
+#[ignore = "needs Debian's riscv64 toolchain and rust-web-src (tests/testhost/setup-riscv64.sh); slow when cold"]
+fn named_binary_is_a_static_riscv64_executable() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built = CrossBuild::for_arch(&workspace, Arch::Riscv64)
+        .build_bins("testhost", &["testhost".to_owned()])
+        .unwrap();
+    assert_eq!(built.len(), 1);
+    assert!(
+        built[0]
+            .executable
+            .starts_with(workspace.join("target/testhost-riscv64")),
+        "{}",
+        built[0].executable.display()
+    );
+    let bytes = std::fs::read(&built[0].executable).unwrap();
+    let (machine, e_type) = elf_machine_and_type(&bytes);
+    assert_eq!(machine, 243, "e_machine is not EM_RISCV");
+    assert!(matches!(e_type, 2 | 3), "e_type {e_type}");
+    assert!(!has_interpreter(&bytes), "dynamically linked");
+    // EF_RISCV_FLOAT_ABI_DOUBLE | EF_RISCV_RVC: the riscv64gc (lp64d) ABI busybox uses too.
+    let e_flags = u32::from_le_bytes(bytes[48..52].try_into().unwrap());
+    assert_eq!(e_flags & 0x7, 0x5, "e_flags {e_flags:#x}");
 }
