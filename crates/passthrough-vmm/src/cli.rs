@@ -36,6 +36,11 @@ options:
                         vector MSI IOVA or a table write); off: the kernel's doorbell IOVA
                         stays in the device's table (a negative control: under a guest
                         stage 1 its MSIs fault)
+  --its-check <on|off>  on: serve the guest's ITS check requests (a result frame with
+                        \"its_request\"): save the in-kernel vITS with the vCPUs paused,
+                        compare the vgic-its model's translation of every passed-through
+                        vector with the guest's view, replay the model's state in a second
+                        VM, answer \"its <tag>\" on the console; report section \"its\"
   -h, --help            this text
 
 exit status: the N of the guest's last \"@@VMM status N\" console line when it powers off
@@ -126,6 +131,8 @@ pub struct VmmConfig {
     pub viommu: Option<ViommuKind>,
     /// `--write-through`.
     pub write_through: WriteThrough,
+    /// `--its-check on`: serve the guest's ITS check requests (see `its_check`).
+    pub its_check: bool,
 }
 
 /// A virtual IOMMU model the VMM can give its guest.
@@ -162,6 +169,7 @@ impl VmmConfig {
             device: None,
             viommu: None,
             write_through: WriteThrough::Auto,
+            its_check: false,
         }
     }
 
@@ -286,6 +294,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
     let mut device = None;
     let mut viommu = None;
     let mut write_through = None;
+    let mut its_check = None;
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -307,6 +316,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
                 | "--device"
                 | "--viommu"
                 | "--write-through"
+                | "--its-check"
         ) {
             return Err(UsageError::UnknownOption(arg));
         }
@@ -390,6 +400,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
                 };
                 set_once(&mut write_through, &flag, w)?
             }
+            "--its-check" => {
+                let on = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(invalid("--its-check", &value, "on or off")),
+                };
+                set_once(&mut its_check, &flag, on)?
+            }
             _ => unreachable!("filtered above"),
         }
     }
@@ -417,6 +435,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Us
     cfg.device = device;
     cfg.viommu = viommu;
     cfg.write_through = write_through.unwrap_or_default();
+    cfg.its_check = its_check.unwrap_or(false);
     Ok(Command::Run(cfg))
 }
 
@@ -433,6 +452,24 @@ mod tests {
             Command::Run(c) => c,
             Command::Help => panic!("help"),
         }
+    }
+
+    #[test]
+    fn its_check_option() {
+        assert!(!run(&["--kernel", "/k"]).its_check);
+        assert!(run(&["--kernel", "/k", "--its-check", "on"]).its_check);
+        assert!(!run(&["--kernel", "/k", "--its-check=off"]).its_check);
+        assert!(matches!(
+            parse(&["--kernel", "/k", "--its-check", "yes"]),
+            Err(UsageError::InvalidValue {
+                option: "--its-check",
+                ..
+            })
+        ));
+        assert_eq!(
+            parse(&["--kernel", "/k", "--its-check", "on", "--its-check", "on"]),
+            Err(UsageError::Repeated("--its-check".into()))
+        );
     }
 
     #[test]

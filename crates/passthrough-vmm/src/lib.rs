@@ -18,10 +18,12 @@
 //! - [`uart`] and [`console`]: the 16550 and the `@@VMM` console framing that carries the
 //!   guest's status and results to the VMM;
 //! - [`pci`] and [`mmio`]: ECAM decoding, PCI slots, MMIO dispatch;
-//! - [`cli`] and [`report`]: the command line, exit codes and the report.
+//! - [`cli`] and [`report`]: the command line, exit codes and the report;
+//! - [`its_check`]: the vgic-its model checked against the in-kernel vITS (issue 17), and
+//!   [`vcpu_gate`], which pauses the vCPU threads for KVM's ITS save.
 //!
 //! `vm` (aarch64 only) is the KVM side: VM, RAM slot, vCPUs, vGIC and vITS, image loading
-//! and the vCPU run loops.
+//! and the vCPU run loops; `its_kvm` (aarch64 only) saves and restores KVM's vITS.
 //!
 //! # Example
 //!
@@ -59,6 +61,9 @@ pub mod boot;
 pub mod cli;
 pub mod console;
 pub mod fdt;
+pub mod its_check;
+#[cfg(target_arch = "aarch64")]
+pub mod its_kvm;
 pub mod layout;
 pub mod mmio;
 #[cfg(target_arch = "aarch64")]
@@ -70,6 +75,7 @@ pub mod reliability;
 mod reliability_glue;
 pub mod report;
 pub mod uart;
+pub mod vcpu_gate;
 pub mod viommu;
 #[cfg(target_arch = "aarch64")]
 pub mod vm;

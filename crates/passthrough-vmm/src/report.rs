@@ -140,6 +140,8 @@ pub struct Report {
     pub passthrough: Option<crate::passthrough::PassthroughReport>,
     /// Isolation and bookkeeping measured over the run (issue 18).
     pub reliability: Option<crate::reliability::ReliabilityReport>,
+    /// The vgic-its model checked against the in-kernel vITS (`--its-check on`, issue 17).
+    pub its: Option<crate::its_check::ItsReport>,
 }
 
 impl Report {
@@ -190,6 +192,7 @@ impl Report {
             timings,
             passthrough: None,
             reliability: None,
+            its: None,
         }
     }
 
@@ -229,6 +232,9 @@ impl Report {
         };
         if let Some(p) = &self.passthrough {
             s.push_str(&p.summary());
+        }
+        if let Some(its) = &self.its {
+            s.push_str(&its.summary());
         }
         let _ = writeln!(
             s,

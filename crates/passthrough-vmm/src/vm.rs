@@ -222,7 +222,9 @@ pub struct Vm {
     memory: GuestMemoryMmap,
     vcpus: Vec<VcpuFd>,
     _gic: DeviceFd,
-    _its: DeviceFd,
+    its: Arc<DeviceFd>,
+    /// Pauses the vCPU threads outside `KVM_RUN` (for KVM's ITS save, `its_kvm`).
+    gate: Arc<crate::vcpu_gate::VcpuGate>,
     mmio: Arc<MmioBus>,
     uart: Arc<Uart>,
     pci: Arc<PciBus>,
@@ -366,9 +368,10 @@ impl Vm {
             _kvm: kvm,
             vm_fd,
             memory,
+            gate: Arc::new(crate::vcpu_gate::VcpuGate::new(vcpus.len() as u32)),
             vcpus,
             _gic: gic,
-            _its: its,
+            its: Arc::new(its),
             mmio,
             uart,
             pci,
@@ -418,6 +421,16 @@ impl Vm {
     /// The console.
     pub fn uart(&self) -> &Arc<Uart> {
         &self.uart
+    }
+
+    /// The in-kernel vITS device (`KVM_DEV_TYPE_ARM_VGIC_ITS`).
+    pub fn its_device(&self) -> &Arc<DeviceFd> {
+        &self.its
+    }
+
+    /// The gate every vCPU thread passes before `KVM_RUN` (see [`crate::vcpu_gate`]).
+    pub fn vcpu_gate(&self) -> &Arc<crate::vcpu_gate::VcpuGate> {
+        &self.gate
     }
 
     /// Maps `host_addr..host_addr + region.size` of this process at guest `region` as a new
@@ -606,9 +619,14 @@ impl Vm {
             let mmio = Arc::clone(&self.mmio);
             let thread_stop = Arc::clone(&stop);
             let tx = tx.clone();
+            let gate = Arc::clone(&self.gate);
             let spawned = thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || vcpu_loop(vcpu, id, &mmio, &thread_stop, &tx));
+                .spawn(move || {
+                    gate.register(id);
+                    vcpu_loop(vcpu, id, &mmio, &thread_stop, &tx, &gate);
+                    gate.ended(id);
+                });
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(source) => {
@@ -676,11 +694,13 @@ fn vcpu_loop(
     mmio: &MmioBus,
     stop: &AtomicBool,
     tx: &mpsc::Sender<GuestExit>,
+    gate: &crate::vcpu_gate::VcpuGate,
 ) {
     let exit = loop {
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        gate.checkpoint();
         match vcpu.run() {
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 mmio.read(addr, data);
@@ -924,6 +944,43 @@ fn attach_passthrough(
     })
 }
 
+/// Starts the thread serving the guest's ITS check requests (`--its-check on`); a failure
+/// is logged and the run goes on without it (the report then has no `its` section).
+fn start_its_inspector(
+    vm: &Vm,
+    passthrough: Option<&Passthrough>,
+) -> Option<crate::its_kvm::Inspector> {
+    let vectors: Box<dyn Fn() -> (u32, Vec<(u16, u32)>) + Send> = match passthrough {
+        Some(p) => crate::its_kvm::vectors_of(
+            &p.dev,
+            |d| {
+                d.enable_records()
+                    .iter()
+                    .map(|r| (r.index, r.guest_data))
+                    .collect()
+            },
+            p.devid,
+        ),
+        None => Box::new(|| (0, Vec::new())),
+    };
+    let ctx = crate::its_kvm::InspectorContext {
+        its: Arc::clone(vm.its_device()),
+        gate: Arc::clone(vm.vcpu_gate()),
+        memory: vm.memory().clone(),
+        ram: vm.layout().ram,
+        vcpus: vm.layout().cpus,
+        uart: Arc::clone(vm.uart()),
+        vectors,
+    };
+    match crate::its_kvm::Inspector::spawn(ctx) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            log::error!("--its-check: {e}");
+            None
+        }
+    }
+}
+
 /// The first GSI passthrough routes use. `KVM_SET_GSI_ROUTING` replaces arm64's default
 /// SPI routes; nothing here needs them (the UART uses `KVM_IRQ_LINE`, which bypasses
 /// routing).
@@ -1002,15 +1059,20 @@ pub fn run(cfg: &VmmConfig) -> Report {
     let mmio = Arc::clone(vm.mmio_bus());
     let sentinels = Arc::clone(vm.sentinels());
     let mut reserved_memory_node = false;
+    let mut inspector = None;
     let (boot, exit, setup) = match vm.load(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline) {
         Ok(plan) => {
             reserved_memory_node = vm.reserved_memory_node();
+            if cfg.its_check {
+                inspector = start_its_inspector(&vm, passthrough.as_ref());
+            }
             let setup = ms(Instant::now());
             let exit = vm.run().unwrap_or_else(|e| GuestExit::Error(e.to_string()));
             (Some(plan), exit, setup)
         }
         Err(e) => (None, GuestExit::Error(e.to_string()), ms(Instant::now())),
     };
+    let its_report = inspector.map(crate::its_kvm::Inspector::finish);
     let collected = uart.finish();
     let mut report = Report::new(
         cfg,
@@ -1033,6 +1095,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
     let ids = passthrough
         .as_ref()
         .map(|p| (Arc::clone(&p.iommufd), p.highest_id));
+    report.its = its_report;
     report.passthrough = passthrough.map(|mut p| {
         p.report(
             layout.its_doorbell(),
