@@ -14,6 +14,10 @@
 #   6. the same kernel tier, end-to-end tests and nesting tier on the project's patched kernel
 #      (built once per machine from tests/testhost/kernel with all its patches), where the MSI
 #      window is the VMM's and vectors can carry a per-vector MSI IOVA;
+#   then the riscv64 tier (its own block, before the fuzzing): the riscv64 test host (AIA with
+#      guest interrupt files, the RISC-V IOMMU) with its own kernel (tests/testhost/kernel-riscv64,
+#      $TESTHOST_KERNEL_RISCV64 or ../shared/kernel/Image-riscv64 when given), KVM's AIA set up
+#      like a VMM, irqfd MSIs taken by a vCPU, and the IMSIC model checked against KVM;
 #   7. a short run of every fuzz target (FUZZ_SECONDS each, default 20).
 # The kernel is $TESTHOST_KERNEL, else ../shared/kernel/Image-arm64 beside the repository,
 # else built once per machine from tests/testhost/kernel/. The viommu kernel is
@@ -100,6 +104,14 @@ TESTHOST_KERNEL="$patched" \
 step "end to end with a vIOMMU on the patched kernel: per-vector MSI IOVA, doorbell at the VMM's IPA"
 env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=patched \
   cargo run -q -p passthrough-vmm --example testhost_e2e -- --viommu --kernel "$patched"
+
+# --- riscv64 tier (issue 19) ------------------------------------------------------------------
+# Its own kernel recipe and cache key (an arm64 kernel is never rebuilt for it), its own cross
+# build (target/testhost-riscv64, std built from rust-web-src), one boot for both packages.
+# Cold: about 12 minutes on 2 cores (tests/testhost/README.md, "riscv64"); warm: under a minute.
+step "riscv64 test host: KVM's AIA like a VMM, irqfd MSIs taken by a vCPU, the IMSIC model against KVM"
+bash tests/testhost/run-riscv64.sh testhost kvm-aia
+# --- end of the riscv64 tier ---------------------------------------------------------------------
 
 step "fuzzing: every target for a short while"
 bash fuzz/run.sh "${FUZZ_SECONDS:-20}"
