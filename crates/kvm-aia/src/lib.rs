@@ -43,7 +43,15 @@
 //! let setup = AiaSetup::from_imsic(AiaMode::HwAccel, &imsic, 0, None)?;
 //! let aia = AiaDevice::create_and_init(&vm, &setup)?;
 //! // A device's vector: identity 33 to vCPU 1, through an irqfd on GSI 0.
-//! set_routes(&vm, &setup, &[MsiRoute { gsi: 0, address: setup.imsics[1], data: 33 }])?;
+//! set_routes(
+//!     &vm,
+//!     &setup,
+//!     &[MsiRoute {
+//!         gsi: 0,
+//!         address: setup.imsics[1],
+//!         data: 33,
+//!     }],
+//! )?;
 //! let irqfd = vmm_sys_util::eventfd::EventFd::new(0)?;
 //! vm.register_irqfd(&irqfd, 0)?;
 //! // ... run the vCPUs; later, the vCPUs' IMSIC state for the model:

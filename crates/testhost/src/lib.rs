@@ -19,6 +19,11 @@
 //! - [`host::TestHost`]: all of it for one boot, for the kernel-test runner and for the
 //!   end-to-end scenario.
 //!
+//! [`arch::Arch::Riscv64`] (`testhost --arch riscv64`) boots the riscv64 test host instead:
+//! QEMU riscv64 `virt` with the AIA's IMSIC guest interrupt files, the H extension (KVM
+//! inside) and the RISC-V IOMMU, with its own kernel recipe and cache directories and tests
+//! cross-built for `riscv64gc-unknown-linux-gnu` (std built with `-Zbuild-std`).
+//!
 //! The `testhost` binary drives it: `testhost run-kernel-tests -p <package>...` prints each
 //! in-guest result and closes with `testhost: N passed, M failed`.
 //!
