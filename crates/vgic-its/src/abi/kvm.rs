@@ -231,6 +231,43 @@ impl Cte {
     }
 }
 
+/// The memory attributes of `GITS_CBASER` or `GITS_BASER<n>` (InnerCache \[61:59\],
+/// OuterCache \[55:53\], Shareability \[11:10\]) as KVM keeps them when they are written
+/// (`vgic_sanitise_its_baser`, `vgic_sanitise_its_cbaser`): inner Non-cacheable becomes
+/// Read-allocate Write-back, an outer cacheability other than Non-cacheable or
+/// Same-as-inner becomes Same-as-inner, Outer Shareable becomes Inner Shareable. They say
+/// how the ITS may cache the tables, nothing about what the tables hold.
+pub fn sanitise_attributes(value: u64) -> u64 {
+    let field = |v: u64, shift: u32, mask: u64| (v >> shift) & mask;
+    let set = |v: u64, shift: u32, mask: u64, f: u64| (v & !(mask << shift)) | (f << shift);
+    let mut v = value;
+    let inner = match field(v, 59, 7) {
+        0 | 1 => 3,
+        f => f,
+    };
+    v = set(v, 59, 7, inner);
+    let outer = match field(v, 53, 7) {
+        0 | 1 => field(v, 53, 7),
+        _ => 0,
+    };
+    v = set(v, 53, 7, outer);
+    let share = match field(v, 10, 3) {
+        2 => 1,
+        f => f,
+    };
+    set(v, 10, 3, share)
+}
+
+/// `image` with its `GITS_CBASER` and `GITS_BASER<n>` memory attributes as KVM keeps them
+/// ([`sanitise_attributes`]): what a `SAVE_TABLES` after restoring `image` reads back.
+pub fn sanitised(image: &super::ItsImage) -> super::ItsImage {
+    let mut i = image.clone();
+    i.cbaser = sanitise_attributes(i.cbaser);
+    i.device_baser = sanitise_attributes(i.device_baser);
+    i.collection_baser = sanitise_attributes(i.collection_baser);
+    i
+}
+
 /// `GITS_IIDR.Revision` of an IIDR value.
 pub fn iidr_revision(iidr: u32) -> u8 {
     ((iidr >> IIDR_REVISION_SHIFT) & 0xf) as u8
@@ -325,6 +362,15 @@ mod tests {
         assert_eq!(iidr_revision(KVM_IIDR_REV0), 0);
         assert_eq!(iidr_revision(0x4b00_143b), 1);
         assert_eq!(KVM_TYPER, 0x1_ef71);
+        // KVM's attribute rules: nC inner -> RaWb, outer WaWb -> SameAsInner, outer
+        // shareable -> inner shareable; the address, Valid, Size stay.
+        let v = (1 << 63) | (1 << 59) | (5 << 53) | (2 << 10) | 0x4030_0000 | 3;
+        assert_eq!(
+            sanitise_attributes(v),
+            (1 << 63) | (3 << 59) | (1 << 10) | 0x4030_0000 | 3
+        );
+        let kept = (7 << 59) | (1 << 53) | (1 << 10);
+        assert_eq!(sanitise_attributes(kept), kept);
     }
 
     proptest! {
