@@ -692,3 +692,33 @@ proptest! {
         }
     }
 }
+
+/// Found by the `its_abi` fuzz target: a level-1 descriptor after the page of the last DTE
+/// is never walked by KVM's restore, so it may point at unbacked memory; the image records
+/// it, and storing or importing the image must not touch that page.
+#[test]
+fn trailing_level2_pages_may_be_unbacked() {
+    let mem = fresh();
+    let mut img = sample_image();
+    img.device_baser = (1 << 63) | (1 << 62) | (1 << 56) | (7 << 48) | (2 << 8) | DEVICE_TABLE;
+    img.devices.remove(&9000);
+    img.device_l2_pages = BTreeMap::from([(0, L2_BASE), (3, 0x3000_0000)]);
+    let regs = kvm::store(&img, &mem, LoadParams::kvm(VCPUS)).unwrap();
+    let back = kvm::load(&regs, &mem, LoadParams::kvm(VCPUS)).unwrap();
+    assert_eq!(back, img);
+    let m2 = fresh();
+    let r2 = kvm::store(&back, &m2, LoadParams::kvm(VCPUS)).unwrap();
+    assert_eq!(kvm::load(&r2, &m2, LoadParams::kvm(VCPUS)).unwrap(), img);
+    let m3 = fresh();
+    let mut its = Its::import_image(kvm_config(), &back, &m3, WorkLimit::default()).unwrap();
+    assert_eq!(its.translate(&m3, 8, 1).unwrap().intid, 8193);
+    // A DeviceID in the unbacked page is simply not there.
+    assert!(its.translate(&m3, 3 * 8192, 0).is_err());
+    // Without a device before it, the page is walked: it must be backed.
+    img.devices.clear();
+    img.collections.retain(|_, t| t.is_some());
+    assert!(matches!(
+        kvm::store(&img, &fresh(), LoadParams::kvm(VCPUS)),
+        Err(AbiError::Memory { op: "store", .. })
+    ));
+}

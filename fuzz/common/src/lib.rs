@@ -20,6 +20,7 @@
 
 pub mod cap_list;
 pub mod ioas_decode;
+pub mod its_abi;
 pub mod msi;
 pub mod msix;
 pub mod passthrough;
@@ -49,6 +50,11 @@ pub fn targets() -> Vec<Target> {
             name: "vits",
             seeds: encode_seeds(vits::seeds()),
             replay: |b| vits::run(&vits::VitsInput::from_bytes(b)),
+        },
+        Target {
+            name: "its_abi",
+            seeds: encode_seeds(its_abi::seeds()),
+            replay: |b| its_abi::run(&its_abi::AbiInput::from_bytes(b)),
         },
         Target {
             name: "vimsic",

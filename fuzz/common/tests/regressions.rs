@@ -22,6 +22,15 @@
 //!   other's cached translation in place. Sharing an ITT is a guest error with
 //!   UNPREDICTABLE results (the ITS caches per DeviceID), so the model now stops predicting
 //!   once it happens; the no-panic and range invariants still apply.
+//! - `its_abi/crash-8c5e…` (issue 17, a `vgic-its` bug, fixed in `abi::kvm::store` and
+//!   `Its::import_image`): a level-1 descriptor after the page of the last DTE, which KVM's
+//!   restore never walks, pointed at unbacked memory; `load` recorded it and `store` and
+//!   `import_image` then failed clearing that page. They now clear only the pages a restore
+//!   walks or that hold an entry.
+//! - `its_abi/crash-2dea…` (issue 17, `vgic-its`, fixed in `abi::kvm::load`): a level-1
+//!   descriptor beyond the DeviceID range walked before the last DTE was recorded, so a
+//!   store and load gave a different image; only descriptors that can hold a DeviceID are
+//!   recorded now (the others are still walked, as KVM walks them).
 
 use std::path::PathBuf;
 

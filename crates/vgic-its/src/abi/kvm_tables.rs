@@ -696,12 +696,19 @@ impl<M: GuestMemory + ?Sized> Loader<'_, M> {
         let per_page = kvm::KVM_PAGE_BYTES / kvm::ENTRY_BYTES;
         // KVM's handle_l1_dte: an invalid descriptor moves on by one; a valid one scans its
         // page from its first entry and ends everything if that page holds the last DTE.
+        let named_pages = t
+            .entries()
+            .min((1u64 << self.checked.geo.device_id_bits).div_ceil(per_page));
         self.scan(t.base, t.bytes, 0, TableKind::Level1, |l, index, w| {
             if w & kvm::L1_VALID == 0 {
                 return Ok(Step::Next(1));
             }
             let page = w & kvm::L1_ADDR_MASK;
-            l.image.device_l2_pages.insert(index as u32, page);
+            // Recorded when it can hold a DeviceID the ITS names (Devbits); a page beyond
+            // is still walked, as KVM walks it, and a valid DTE there is refused.
+            if index < named_pages {
+                l.image.device_l2_pages.insert(index as u32, page);
+            }
             match l.scan(
                 page,
                 kvm::KVM_PAGE_BYTES,
@@ -716,10 +723,7 @@ impl<M: GuestMemory + ?Sized> Loader<'_, M> {
         // The descriptors after the page of the last device are not walked by a restore
         // but are guest memory a later MAPD uses: record the valid ones for DeviceIDs the
         // ITS can name.
-        let n1 = t
-            .entries()
-            .min((1u64 << self.checked.geo.device_id_bits).div_ceil(per_page));
-        for index in 0..n1 {
+        for index in 0..named_pages {
             if self.image.device_l2_pages.contains_key(&(index as u32)) {
                 continue;
             }
@@ -938,9 +942,15 @@ pub fn store<M: GuestMemory + ?Sized>(
         if t.indirect {
             take(t.entries())?;
             zero(t.base, t.bytes, TableKind::Level1)?;
+            // A restore walks every level-2 page up to the one holding the last DTE (all of
+            // them without devices); the pages after it are never read and may even be
+            // unbacked (a load records their descriptors all the same).
+            let last_page = ids.last().map(|&l| u64::from(l) / per_page);
             for (&index, &page) in &image.device_l2_pages {
-                take(per_page + 1)?;
-                zero(page, kvm::KVM_PAGE_BYTES, TableKind::Devices)?;
+                if last_page.is_none_or(|last| u64::from(index) <= last) {
+                    take(per_page + 1)?;
+                    zero(page, kvm::KVM_PAGE_BYTES, TableKind::Devices)?;
+                }
                 write(
                     t.base + u64::from(index) * kvm::ENTRY_BYTES,
                     kvm::L1_VALID | page,
