@@ -4,7 +4,7 @@
 //! The end-to-end passthrough run in the QEMU test host, and the project's demo.
 //!
 //! ```text
-//! cargo run -p passthrough-vmm --example testhost_e2e -- [--demo] [--viommu] [--kernel IMAGE] [--busybox PATH]
+//! cargo run -p passthrough-vmm --example testhost_e2e -- [--demo] [--viommu] [--soak N] [--only SUITE] [--kernel IMAGE] [--busybox PATH]
 //! ```
 //!
 //! Cross-builds `passthrough-vmm` and this crate's tests, packs an L2 initramfs (busybox and
@@ -26,6 +26,12 @@
 //! switch `arm_smmu_v3.viommu_assume_coherent=1` (that boot only) and `TESTHOST_VIOMMU=1`, on
 //! the `viommu` kernel (`$TESTHOST_KERNEL`, else `../shared/kernel/Image-arm64-viommu`, else
 //! the recipe's `viommu` variant) or, with `TESTHOST_KERNEL_VARIANT=patched`, the patched one.
+//!
+//! The reliability tests (`tests/reliability.rs`, issue 18) run in the plain boot and, the
+//! vIOMMU one, in the `--viommu` boot; their L2 initramfs (`l2-hostile.cpio`: busybox,
+//! `tests/l2/hostile-init.sh` and the cross-built `l2-hostile`) is packed here too.
+//! `--soak N` runs only their soak: N full VMM runs in one L1 boot, figures after each.
+//! `--only SUITE` runs only the in-guest suites whose name ends with SUITE.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +44,8 @@ use testhost::plan::PlanStep;
 
 /// L2's `/init` for the end-to-end test.
 const L2_E2E_INIT: &str = include_str!("../tests/l2/e2e-init.sh");
+/// L2's `/init` for the reliability tests.
+const L2_HOSTILE_INIT: &str = include_str!("../tests/l2/hostile-init.sh");
 
 fn main() -> ExitCode {
     match run() {
@@ -61,6 +69,8 @@ fn run() -> Result<bool, testhost::Error> {
     let workspace = workspace.canonicalize().unwrap_or(workspace);
     let mut demo = false;
     let mut viommu = false;
+    let mut soak: Option<u32> = None;
+    let mut only: Option<String> = None;
     let mut kernel = std::env::var_os("TESTHOST_KERNEL").map(PathBuf::from);
     let mut busybox = PathBuf::from("/var/cache/passthrough-testhost/busybox/bin/busybox");
     let mut args = std::env::args().skip(1);
@@ -68,6 +78,8 @@ fn run() -> Result<bool, testhost::Error> {
         match a.as_str() {
             "--demo" => demo = true,
             "--viommu" => viommu = true,
+            "--soak" => soak = args.next().and_then(|n| n.parse().ok()),
+            "--only" => only = args.next(),
             "--kernel" => kernel = args.next().map(PathBuf::from),
             "--busybox" => busybox = args.next().map(PathBuf::from).unwrap_or(busybox),
             other => {
@@ -110,7 +122,20 @@ fn run() -> Result<bool, testhost::Error> {
 
     let cross = CrossBuild::new(&workspace);
     eprintln!("testhost_e2e: cross-building passthrough-vmm and its tests");
-    let vmm = cross.build_bins("passthrough-vmm", &["passthrough-vmm".to_owned()])?;
+    let bins = cross.build_bins(
+        "passthrough-vmm",
+        &["passthrough-vmm".to_owned(), "l2-hostile".to_owned()],
+    )?;
+    let bin = |name: &str| {
+        bins.iter()
+            .find(|a| a.target == name)
+            .map(|a| a.executable.clone())
+            .ok_or_else(|| testhost::Error::Config {
+                what: "cross build",
+                reason: format!("no {name} binary"),
+            })
+    };
+    let (vmm, hostile) = (bin("passthrough-vmm")?, bin("l2-hostile")?);
     let tests = cross.build_tests(&["passthrough-vmm".to_owned()])?;
 
     let run_dir = workspace.join(format!(
@@ -129,13 +154,23 @@ fn run() -> Result<bool, testhost::Error> {
         .bytes("/init", 0o755, L2_E2E_INIT.as_bytes().to_vec())?
         .char_device("/dev/console", 0o600, 5, 1)?;
     l2_fs.write_file(&l2)?;
+    let l2_hostile = run_dir.join("l2-hostile.cpio");
+    let mut fs = Initramfs::new();
+    for dir in ["/bin", "/dev", "/proc", "/sys", "/tmp"] {
+        fs.dir(dir, 0o755)?;
+    }
+    fs.host_file("/bin/busybox", 0o755, &busybox)?
+        .host_file("/bin/l2-hostile", 0o755, &hostile)?
+        .bytes("/init", 0o755, L2_HOSTILE_INIT.as_bytes().to_vec())?
+        .char_device("/dev/console", 0o600, 5, 1)?;
+    fs.write_file(&l2_hostile)?;
 
     let mut host = TestHost::new(&kernel, &busybox, &run_dir);
     host.nics(2)
         .bind([1])
         .cpus(2)
         .memory_mib(2048)
-        .timeout(Duration::from_secs(900));
+        .timeout(Duration::from_secs(if soak.is_some() { 2400 } else { 900 }));
     if viommu {
         // Only this boot gets the test-only switch; the tests learn it is the vIOMMU boot.
         host.kernel_arg("arm_smmu_v3.viommu_assume_coherent=1")
@@ -143,12 +178,17 @@ fn run() -> Result<bool, testhost::Error> {
     }
     host.files()
         .dir("/testhost/vmm", 0o755)?
-        .host_file("/testhost/vmm/passthrough-vmm", 0o755, &vmm[0].executable)?
+        .host_file("/testhost/vmm/passthrough-vmm", 0o755, &vmm)?
         .host_file("/testhost/vmm/Image", 0o644, &kernel)?
-        .host_file("/testhost/vmm/l2-e2e.cpio", 0o644, &l2)?;
+        .host_file("/testhost/vmm/l2-e2e.cpio", 0o644, &l2)?
+        .host_file("/testhost/vmm/l2-hostile.cpio", 0o644, &l2_hostile)?;
     for t in &tests {
         let suite = t.suite_name();
-        if (demo || viommu) && !suite.ends_with("e2e") {
+        let reliability = suite.ends_with("reliability");
+        if (demo || viommu) && !suite.ends_with("e2e") && !(viommu && reliability)
+            || soak.is_some() && !reliability
+            || only.as_ref().is_some_and(|o| !suite.ends_with(o.as_str()))
+        {
             continue;
         }
         let guest = format!("/testhost/bin/{}", suite.replace('/', "-"));
@@ -157,6 +197,11 @@ fn run() -> Result<bool, testhost::Error> {
             PlanStep::libtest(suite, guest).env("TESTHOST_KERNEL_VARIANT", variant.clone());
         if viommu {
             step = step.env("TESTHOST_VIOMMU", "1");
+        }
+        if let Some(n) = soak {
+            step = step
+                .env("RELIABILITY_SOAK_RUNS", n.to_string())
+                .arg("soak_full_runs");
         }
         host.step(step);
     }
