@@ -40,8 +40,9 @@ pub type Smmu = VirtualSmmu<GuestMemoryMmap, IommufdBackend, SpiSink>;
 
 /// The vEVENTQ depth.
 const EVENTQ_DEPTH: u32 = 256;
-/// How many faulting addresses the report keeps.
-const FAULT_ADDRESSES_KEPT: usize = 8;
+/// How many faulting addresses the report keeps: the first one of each 4 KiB page (a
+/// descriptor fetch alone faults four times, at consecutive words).
+const FAULT_ADDRESSES_KEPT: usize = 16;
 
 /// What the vEVENTQ reader saw.
 #[derive(Debug, Default)]
@@ -237,8 +238,11 @@ fn read_events(
                             .fault_addresses
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner);
-                        if a.len() < FAULT_ADDRESSES_KEPT {
-                            a.push(record.input_addr());
+                        let addr = record.input_addr();
+                        if a.len() < FAULT_ADDRESSES_KEPT
+                            && !a.iter().any(|x| x & !0xfff == addr & !0xfff)
+                        {
+                            a.push(addr);
                         }
                     }
                     log::info!("vEVENTQ: {record}");
