@@ -272,5 +272,73 @@ fn worst_case(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, translation, command_queue, worst_case);
+/// Issue 17: KVM's table ABI. A Linux-like state (2 vCPUs, one device with 5 events) and a
+/// large one (256 devices of 32 events, 8192 events): `kvm::load` (what the VMM does with
+/// the vCPUs paused), `kvm::store`, `export_image` and `import_image` (the scratch copy the
+/// VMM translates with).
+fn kvm_abi(c: &mut Criterion) {
+    use std::collections::BTreeMap;
+    use vgic_its::abi::kvm::{self, LoadParams};
+    use vgic_its::abi::{DeviceImage, EventImage, ItsImage, WorkLimit};
+
+    let mut g = c.benchmark_group("kvm_abi");
+    for (name, devices, events) in [("linux_1x5", 1u32, 5u32), ("large_256x32", 256, 32)] {
+        let image = ItsImage {
+            enabled: true,
+            cbaser: (1 << 63) | QUEUE,
+            device_baser: (1 << 63) | (1 << 56) | (7 << 48) | (2 << 8) | DEVICE_TABLE,
+            collection_baser: (1 << 63) | (4 << 56) | (7 << 48) | (2 << 8) | COLLECTION_TABLE,
+            devices: (0..devices)
+                .map(|d| {
+                    let events = (0..events)
+                        .map(|e| {
+                            (
+                                e,
+                                EventImage {
+                                    intid: 8192 + d * events + e,
+                                    icid: (e % 2) as u16,
+                                },
+                            )
+                        })
+                        .collect();
+                    (
+                        8 + d,
+                        DeviceImage {
+                            itt_addr: ITT + u64::from(d) * 0x100,
+                            event_id_bits: 5,
+                            events,
+                        },
+                    )
+                })
+                .collect(),
+            collections: BTreeMap::from([(0, Some(0)), (1, Some(1))]),
+            ..ItsImage::default()
+        };
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+        let p = LoadParams::kvm(2);
+        let regs = kvm::store(&image, &mem, p).unwrap();
+        g.throughput(Throughput::Elements(u64::from(devices * events)));
+        g.bench_function(format!("load/{name}"), |b| {
+            b.iter(|| black_box(kvm::load(&regs, &mem, p).unwrap()))
+        });
+        g.bench_function(format!("store/{name}"), |b| {
+            b.iter(|| black_box(kvm::store(&image, &mem, p).unwrap()))
+        });
+        let config = ItsConfig::builder().vcpus(2).kvm_abi().build().unwrap();
+        g.bench_function(format!("import/{name}"), |b| {
+            b.iter(|| {
+                black_box(
+                    Its::import_image(config.clone(), &image, &mem, WorkLimit::default()).unwrap(),
+                )
+            })
+        });
+        let its = Its::import_image(config.clone(), &image, &mem, WorkLimit::default()).unwrap();
+        g.bench_function(format!("export/{name}"), |b| {
+            b.iter(|| black_box(its.export_image(&mem, WorkLimit::default()).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, translation, command_queue, worst_case, kvm_abi);
 criterion_main!(benches);
