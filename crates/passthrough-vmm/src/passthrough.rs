@@ -187,8 +187,10 @@ pub struct PassthroughReport {
     /// Whether that equals the vITS doorbell: the physical doorbell is mapped at the guest's
     /// doorbell IPA.
     pub doorbell_at_its_ipa: bool,
-    /// Guest RAM mapped at IOVA = GPA: `[start, last]` ranges.
+    /// Guest RAM mapped at IOVA = GPA: `[start, last]` ranges (by the VMM, into its IOAS).
     pub dma_mapped: Vec<(u64, u64)>,
+    /// VFIO files added to the VM's KVM VFIO device (`KVM_DEV_VFIO_FILE_ADD`).
+    pub kvm_vfio_files: usize,
     /// Every vector the guest enabled, with the address the device's real table held.
     pub vectors: Vec<EnableRecord>,
     /// Whether every enabled vector's real address equals the guest's.

@@ -733,6 +733,8 @@ struct Passthrough {
     /// Samples routes and the real table (issue 18); stopped, and its table mapping
     /// dropped, before the device goes.
     monitor: Option<crate::reliability::Monitor>,
+    /// The VM's KVM VFIO device, with the passed-through device's file added.
+    kvm_vfio: vfio_passthrough::KvmVfioDevice,
     /// The iommufd, kept to check after teardown that every object ID is free again.
     iommufd: Arc<iommufd_ioas::Iommufd>,
     /// The highest iommufd object ID the bring-up saw.
@@ -816,6 +818,7 @@ impl Passthrough {
             observed_doorbell: self.observed,
             doorbell_at_its_ipa: self.observed == Some(its_doorbell),
             dma_mapped: self.dma_mapped.clone(),
+            kvm_vfio_files: self.kvm_vfio.files(),
             addresses_written_through: crate::passthrough::all_written_through(&vectors),
             vectors,
             faults: dev.faults(),
@@ -824,15 +827,31 @@ impl Passthrough {
     }
 }
 
-/// Step 2 and 3 of the passthrough bring-up on a created VM: attach, map guest RAM, build
-/// the device on KVM routing and slots, and put it on the PCI bus.
+/// Step 2 and 3 of the passthrough bring-up on a created VM, as an adopter of the crates
+/// does it: the VMM allocates its IOAS, attaches the device to it, maps guest RAM itself,
+/// registers the device with KVM, builds the device on a KVM interrupt group and slots, and
+/// puts it on the PCI bus.
 fn attach_passthrough(
     vm: &Vm,
+    iommufd: Arc<iommufd_ioas::Iommufd>,
     prepared: PreparedDevice,
     device: String,
     cfg: &VmmConfig,
 ) -> Result<Passthrough, String> {
-    let mut attached = prepared.attach(vm.memory()).map_err(|e| e.to_string())?;
+    let ioas = Arc::new(iommufd.alloc_ioas().map_err(|e| e.to_string())?);
+    let mut attached = prepared
+        .attach_to(Arc::clone(&ioas))
+        .map_err(|e| e.to_string())?;
+    // Guest RAM at IOVA = GPA, after the attach: the kernel's reserved windows are in the
+    // IOAS by then, so a plan that let RAM overlap one fails here, loudly.
+    let mapped = ioas
+        .map_guest_memory(vm.memory(), iommufd_ioas::Access::READ_WRITE)
+        .map_err(|e| e.to_string())?;
+    let mut kvm_vfio = vfio_passthrough::KvmVfioDevice::new(vm.vm_fd())
+        .map_err(|e| format!("KVM VFIO device: {e}"))?;
+    kvm_vfio
+        .add(std::os::fd::AsFd::as_fd(attached.vfio_device()))
+        .map_err(|e| format!("{}: {e}", attached.vfio_device().name()))?;
     let devid = u32::from(crate::passthrough::PASSTHROUGH_SLOT.requester_id());
     // The guest's vSMMU: the device moves to nested HWPTs that follow the guest's STEs.
     let nested = match cfg.viommu {
@@ -866,12 +885,7 @@ fn attach_passthrough(
     let plan = attached.plan().clone();
     let probes = attached.probes();
     let observed = attached.observed_doorbell();
-    let dma_mapped = attached
-        .mapped()
-        .iter()
-        .map(|r| (r.start, r.last))
-        .collect();
-    let iommufd = attached.iommufd().clone();
+    let dma_mapped = mapped.iter().map(|r| (r.start, r.last)).collect();
     let highest_id = attached.dev_id().unwrap_or(0).max(attached.ioas().id());
     let router = Arc::new(Mutex::new(KvmMsiRouter::new(
         Arc::clone(vm.vm_fd()),
@@ -930,6 +944,7 @@ fn attach_passthrough(
         .map_err(|e| e.to_string())?;
     Ok(Passthrough {
         monitor,
+        kvm_vfio,
         iommufd,
         highest_id,
         nested,
@@ -1027,8 +1042,17 @@ pub fn run(cfg: &VmmConfig) -> Report {
                 strategy: StrategyChoice::Auto,
                 viommu: cfg.viommu.is_some(),
             };
-            let prepared = match PreparedDevice::open(&crate::passthrough::setup_spec(spec), guest)
-            {
+            // The VMM owns the iommufd (and below, the IOAS), as a VMM with other devices
+            // on it would; the bring-up binds the device to it.
+            let iommufd = match iommufd_ioas::Iommufd::open() {
+                Ok(fd) => fd,
+                Err(e) => return failed(&layout, e.to_string()),
+            };
+            let prepared = match PreparedDevice::open_with(
+                Arc::clone(&iommufd),
+                &crate::passthrough::setup_spec(spec),
+                guest,
+            ) {
                 Ok(p) => p,
                 Err(e) => return failed(&layout, e.to_string()),
             };
@@ -1039,7 +1063,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
                     format!("the doorbell plan does not fit the memory map: {e}"),
                 );
             }
-            Some((prepared, crate::passthrough::describe(spec)))
+            Some((prepared, iommufd, crate::passthrough::describe(spec)))
         }
         None => None,
     };
@@ -1049,10 +1073,12 @@ pub fn run(cfg: &VmmConfig) -> Report {
     };
     let layout = vm.layout().clone();
     let passthrough = match prepared {
-        Some((prepared, name)) => match attach_passthrough(&vm, prepared, name, cfg) {
-            Ok(p) => Some(p),
-            Err(e) => return failed(&layout, format!("passthrough: {e}")),
-        },
+        Some((prepared, iommufd, name)) => {
+            match attach_passthrough(&vm, iommufd, prepared, name, cfg) {
+                Ok(p) => Some(p),
+                Err(e) => return failed(&layout, format!("passthrough: {e}")),
+            }
+        }
         None => None,
     };
     let uart = Arc::clone(vm.uart());

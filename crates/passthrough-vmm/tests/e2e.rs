@@ -420,6 +420,8 @@ fn check(inp: &Inputs, run: &Run, n: u32) {
             ctx()
         );
     }
+    // The VMM registered the device's file with KVM, as VMMs do (KVM_DEV_VFIO_FILE_ADD).
+    assert_eq!(p["kvm_vfio_files"], 1, "{}", ctx());
     // The physical doorbell is mapped at the vITS doorbell IPA.
     assert_eq!(u64_of(&p["observed_doorbell"]), doorbell, "{}", ctx());
     assert_eq!(p["doorbell_at_its_ipa"], true, "{}", ctx());

@@ -1,21 +1,24 @@
 // Copyright © 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! KVM implementations of [`MsiRouter`] and [`GuestMapper`].
+//! KVM implementations of [`MsiRouter`] and [`GuestMapper`], and the KVM VFIO device
+//! ([`KvmVfioDevice`]) a VMM registers its VFIO files with.
 //!
 //! The router keeps the VM's whole MSI routing table (KVM replaces the table on every
 //! `KVM_SET_GSI_ROUTING`), so one router serves all devices of a VM: share it as
 //! `Arc<Mutex<KvmMsiRouter>>` (which implements [`MsiRouter`] too).
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
-    KVM_IRQ_ROUTING_MSI, KVM_MSI_VALID_DEVID, KvmIrqRouting, kvm_irq_routing_entry,
-    kvm_irq_routing_entry__bindgen_ty_1, kvm_irq_routing_msi, kvm_irq_routing_msi__bindgen_ty_1,
-    kvm_msi, kvm_userspace_memory_region,
+    KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_ADD, KVM_DEV_VFIO_FILE_DEL, KVM_IRQ_ROUTING_MSI,
+    KVM_MSI_VALID_DEVID, KvmIrqRouting, kvm_create_device, kvm_device_attr,
+    kvm_device_type_KVM_DEV_TYPE_VFIO, kvm_irq_routing_entry, kvm_irq_routing_entry__bindgen_ty_1,
+    kvm_irq_routing_msi, kvm_irq_routing_msi__bindgen_ty_1, kvm_msi, kvm_userspace_memory_region,
 };
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{DeviceFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::backend::{BackendError, GuestMapper, MsiRoute, MsiRouter};
@@ -23,6 +26,72 @@ use crate::group::RouterGroup;
 
 /// The interrupt group of a device over the VM-wide KVM router.
 pub type KvmInterruptGroup = RouterGroup<Arc<Mutex<KvmMsiRouter>>>;
+
+/// The VM's KVM VFIO device (`KVM_DEV_TYPE_VFIO`): VMMs add every VFIO file they pass
+/// through (`KVM_DEV_VFIO_FILE_ADD`), so that KVM knows the VM has assigned devices (on x86
+/// it then honours guest cache attributes for non-coherent DMA; everywhere it holds a
+/// reference to the file for as long as it is added). One per VM.
+#[derive(Debug)]
+pub struct KvmVfioDevice {
+    fd: DeviceFd,
+    /// The raw descriptors added and not deleted yet, for reports.
+    files: Vec<i32>,
+}
+
+impl KvmVfioDevice {
+    /// Creates the VM's KVM VFIO device (`KVM_CREATE_DEVICE` of `KVM_DEV_TYPE_VFIO`).
+    pub fn new(vm: &VmFd) -> Result<Self, BackendError> {
+        let mut d = kvm_create_device {
+            type_: kvm_device_type_KVM_DEV_TYPE_VFIO,
+            fd: 0,
+            flags: 0,
+        };
+        let fd = vm
+            .create_device(&mut d)
+            .map_err(|e| format!("KVM_CREATE_DEVICE of KVM_DEV_TYPE_VFIO failed: {e}"))?;
+        Ok(KvmVfioDevice {
+            fd,
+            files: Vec::new(),
+        })
+    }
+
+    fn file_attr(&self, attr: u32, file: BorrowedFd<'_>) -> Result<(), BackendError> {
+        let raw: i32 = file.as_raw_fd();
+        let a = kvm_device_attr {
+            flags: 0,
+            group: KVM_DEV_VFIO_FILE,
+            attr: u64::from(attr),
+            // The kernel reads one `int32_t` descriptor from this address during the call;
+            // `raw` outlives it.
+            addr: &raw as *const i32 as u64,
+        };
+        self.fd.set_device_attr(&a).map_err(|e| e.into())
+    }
+
+    /// Adds a VFIO file (a device cdev, or a group) to the VM (`KVM_DEV_VFIO_FILE_ADD`).
+    pub fn add(&mut self, file: BorrowedFd<'_>) -> Result<(), BackendError> {
+        let raw = file.as_raw_fd();
+        self.file_attr(KVM_DEV_VFIO_FILE_ADD, file)
+            .map_err(|e| format!("KVM_DEV_VFIO_FILE_ADD of fd {raw} failed: {e}"))?;
+        self.files.push(raw);
+        Ok(())
+    }
+
+    /// Removes a VFIO file added before (`KVM_DEV_VFIO_FILE_DEL`), before the file is closed
+    /// or the device goes.
+    pub fn remove(&mut self, file: BorrowedFd<'_>) -> Result<(), BackendError> {
+        let raw = file.as_raw_fd();
+        self.file_attr(KVM_DEV_VFIO_FILE_DEL, file)
+            .map_err(|e| format!("KVM_DEV_VFIO_FILE_DEL of fd {raw} failed: {e}"))?;
+        self.files.retain(|f| *f != raw);
+        Ok(())
+    }
+
+    /// How many files are added now.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+}
 
 /// The routing table size KVM accepts (`KVM_MAX_IRQ_ROUTES`).
 pub const KVM_MAX_IRQ_ROUTES: u32 = 4096;

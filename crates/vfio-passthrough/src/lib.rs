@@ -52,6 +52,8 @@ pub use engine::{EnableRecord, FaultCounters, MsixEngine, VectorReport};
 pub use error::{Error, Result};
 pub use group::{InterruptGroup, RouterGroup};
 #[cfg(feature = "kvm")]
-pub use kvm::{KVM_MAX_IRQ_ROUTES, KvmInterruptGroup, KvmMsiRouter, KvmSlotMapper, msi_entry};
+pub use kvm::{
+    KVM_MAX_IRQ_ROUTES, KvmInterruptGroup, KvmMsiRouter, KvmSlotMapper, KvmVfioDevice, msi_entry,
+};
 pub use parts::{ModelParts, build_model};
 pub use vfio::{DeviceFacts, VfioBackend, decode_bars, subtract_traps};

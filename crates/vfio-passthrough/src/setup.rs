@@ -13,7 +13,11 @@
 //!    the kernel reserved the window (`IOMMU_IOAS_IOVA_RANGES`), verify the physical doorbell
 //!    by enabling vector 0 once and reading the address the kernel programmed into the real
 //!    MSI-X table, and map guest RAM at IOVA = GPA.
-//! 3. [`AttachedDevice::into_device`]: build the [`PassthroughDevice`] on a router and mapper.
+//!    [`PreparedDevice::attach_to`] does the same on an IOAS the VMM owns and maps nothing.
+//! 3. [`AttachedDevice::into_device`]: build the [`PassthroughDevice`] on a router and mapper
+//!    ([`AttachedDevice::into_device_with_group`] on the VMM's own interrupt group).
+//!
+//! [`read_kernel_doorbell`] is the doorbell check on its own, for any [`VectorBackend`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -196,7 +200,28 @@ impl PreparedDevice {
 
     /// Step 2: set the window (user-window strategy), attach to a fresh IOAS, check the
     /// kernel's reserved window, verify the physical doorbell, map guest RAM at IOVA = GPA.
-    pub fn attach<G: GuestMemoryBackend>(mut self, guest_memory: &G) -> Result<AttachedDevice> {
+    pub fn attach<G: GuestMemoryBackend>(self, guest_memory: &G) -> Result<AttachedDevice> {
+        let ioas = Arc::new(self.iommufd.alloc_ioas()?);
+        let ram = self.input.guest.ram.clone();
+        let mut attached = self.attach_to(ioas)?;
+        let mapped = attached
+            .ioas
+            .map_guest_memory(guest_memory, Access::READ_WRITE)?;
+        for r in &mapped {
+            if !ram.iter().any(|g| g.covers(r)) {
+                log::warn!("guest memory {r} was not in the planned RAM map");
+            }
+        }
+        attached.mapped = mapped;
+        Ok(attached)
+    }
+
+    /// Step 2 for a VMM that owns the IOAS (an [`Ioas`] of its own, or
+    /// [`Iommufd::ioas_view`] of one it made through iommufd-ioctls) and maps guest memory
+    /// itself: set the window (user-window strategy), attach to `ioas`, check the kernel's
+    /// reserved window and verify the physical doorbell. Maps nothing: the VMM maps guest
+    /// RAM at IOVA = GPA, outside the plan's reserved window.
+    pub fn attach_to(mut self, ioas: Arc<Ioas>) -> Result<AttachedDevice> {
         let name = self.dev.name().to_string();
         let mismatch = |reason: String| Error::PlanMismatch {
             device: name.clone(),
@@ -206,20 +231,21 @@ impl PreparedDevice {
         if let Some(window) = self.plan.window_to_set() {
             self.iommufd.set_sw_msi_window(self.dev_id, window)?;
         }
-        let ioas = Arc::new(self.iommufd.alloc_ioas()?);
         self.dev.attach_ioas(&ioas)?;
         let ranges = ioas.iova_ranges()?;
         self.plan
             .check_iova_ranges(&ranges)
             .map_err(|e| mismatch(e.to_string()))?;
-        let mapped = ioas.map_guest_memory(guest_memory, Access::READ_WRITE)?;
-        for r in &mapped {
-            if !self.input.guest.ram.iter().any(|g| g.covers(r)) {
-                log::warn!("guest memory {r} was not in the planned RAM map");
-            }
-        }
         let (mut backend, facts) = VfioBackend::new(self.dev)?;
-        let observed = verify_doorbell(&mut backend, &facts, host_page_size())?;
+        let observed = match msix_capability(&facts, backend.device().name())? {
+            Some(cap) if backend.map_table(&cap.real(), host_page_size())? => {
+                read_kernel_doorbell(&backend).map_err(|e| Error::Msix {
+                    device: name.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            _ => None,
+        };
         if let Some(addr) = observed {
             self.plan
                 .check_device_address(addr)
@@ -233,52 +259,48 @@ impl PreparedDevice {
             plan: self.plan,
             probes: self.probes,
             observed_doorbell: observed,
-            mapped,
+            mapped: Vec::new(),
         })
     }
 }
 
-/// Enables vector 0 once with a throwaway eventfd and reads the address the kernel
-/// programmed into the real table, then disables MSI-X again. `None` when the table cannot
-/// be mapped or the device has no MSI-X.
-fn verify_doorbell(
-    backend: &mut VfioBackend,
-    facts: &DeviceFacts,
-    page: u64,
-) -> Result<Option<u64>> {
+/// The function's MSI-X capability, if it has one.
+fn msix_capability(facts: &DeviceFacts, name: &str) -> Result<Option<MsixCapability>> {
     let Some(msix) = CapabilityList::parse_lenient(&facts.config)
         .ok()
         .and_then(|l| l.list.msix())
     else {
         return Ok(None);
     };
-    let cap = MsixCapability::parse(&facts.config, msix.offset).map_err(|e| Error::Msix {
-        device: backend.device().name().to_string(),
-        reason: e.to_string(),
-    })?;
-    if !backend.map_table(&cap.real(), page)? {
-        return Ok(None);
-    }
+    MsixCapability::parse(&facts.config, msix.offset)
+        .map(Some)
+        .map_err(|e| Error::Msix {
+            device: name.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// The doorbell the kernel programs into the device, read the only way it can be: enable
+/// vector 0 once with a throwaway eventfd, read the Message Address the kernel wrote into
+/// the real MSI-X table, disable MSI-X again. `Ok(None)` when the real table cannot be read
+/// (not mappable, or memory decode off). Works on any [`VectorBackend`], so a VMM with its
+/// own VFIO device type checks its doorbell plan with it
+/// (`Plan::check_device_address`); call it before the guest runs, since it disables MSI-X.
+pub fn read_kernel_doorbell<B: VectorBackend + ?Sized>(backend: &B) -> Result<Option<u64>> {
     let efd = EventFd::new(EFD_NONBLOCK).map_err(Error::Eventfd)?;
-    let msix_err = |what: &str, e: crate::backend::BackendError| Error::Msix {
-        device: backend.device().name().to_string(),
-        reason: format!("{what}: {e}"),
-    };
-    // Through the backend, which sizes the block as the kernel requires.
+    let failed = |op: &'static str| move |source| Error::Backend { op, source };
     backend
         .set_vector(0, Some(&efd))
-        .map_err(|e| msix_err("enabling vector 0 to read the doorbell", e))?;
+        .map_err(failed("enabling MSI-X vector 0 to read the doorbell"))?;
     let addr = backend.read_table_address(0);
     backend
         .disable_vectors()
-        .map_err(|e| msix_err("disabling MSI-X after reading the doorbell", e))?;
-    addr.map_err(|e| Error::Msix {
-        device: backend.device().name().to_string(),
-        reason: format!("reading the real table: {e}"),
-    })
+        .map_err(failed("disabling MSI-X after reading the doorbell"))?;
+    addr.map_err(failed("reading MSI-X vector 0's address in the real table"))
 }
 
-/// An attached device with guest RAM mapped; ready to become a [`PassthroughDevice`].
+/// An attached device (with guest RAM mapped, after [`PreparedDevice::attach`]); ready to
+/// become a [`PassthroughDevice`].
 #[derive(Debug)]
 pub struct AttachedDevice {
     _iommufd: Arc<Iommufd>,
@@ -300,6 +322,11 @@ impl AttachedDevice {
     /// What the probes found.
     pub fn probes(&self) -> Probes {
         self.probes
+    }
+
+    /// The VFIO device (for example to add its file to the VM's KVM VFIO device).
+    pub fn vfio_device(&self) -> &VfioDevice {
+        self.backend.device()
     }
 
     /// The doorbell address the kernel programmed into the real table when vector 0 was
