@@ -20,6 +20,35 @@
 //! uses are private in `vfio-ioctls`, so they are declared in `sys.rs` from the bindings'
 //! `VFIO_TYPE`/`VFIO_BASE`.
 //!
+//! A VMM that already holds a VFIO device descriptor (vfio-ioctls' `VfioDevice`, say) uses
+//! the same operations through [`DeviceFd`] over that descriptor.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use iommufd_ioas::Iommufd;
+//! use vfio_cdev::{IrqIndex, VfioDevice};
+//! use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let iommufd = Iommufd::open()?;
+//! let mut dev = VfioDevice::open_pci("0000:00:06.0".parse()?)?;
+//! dev.bind(&iommufd)?;
+//! let ioas = Arc::new(iommufd.alloc_ioas()?);
+//! dev.attach_ioas(&ioas)?;
+//! // BAR 3's region info, capability chain parsed with bounds and a loop guard.
+//! let bar3 = dev.region_info(3)?;
+//! println!("BAR3: {} bytes, MSI-X table mappable: {}", bar3.size, bar3.msix_mappable());
+//! // MSI-X vector 2 to an eventfd, alone (the other vectors keep their triggers).
+//! let efd = EventFd::new(EFD_NONBLOCK)?;
+//! dev.set_vector_eventfd(IrqIndex::Msix, 2, Some(&efd))?;
+//! // The same through a borrowed descriptor.
+//! dev.fd().set_vector_eventfd(IrqIndex::Msix, 2, None)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Every error names the ioctl, the device, the object and the errno, for example
 //! `VFIO_DEVICE_SET_IRQS eventfd trigger (1 assigned, 0 unassigned) of vfio0 MSI-X vectors
 //! 3..4 failed: EINVAL (Invalid argument)`.

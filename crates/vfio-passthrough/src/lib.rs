@@ -25,6 +25,56 @@
 //!
 //! The MSI data the device sends is always the host's: only the guest's address is written
 //! through (see `msi_trap::write_through`).
+//!
+//! # Example
+//!
+//! A VMM's bring-up on its own iommufd and IOAS, with the device's vectors in a group of the
+//! VM's one routing table (`docs/embedding.md` walks through the pieces):
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "kvm", feature = "proposed"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use std::sync::{Arc, Mutex};
+//! use doorbell_planner::{GuestMap, StrategyChoice};
+//! use iommufd_ioas::{Access, Iommufd};
+//! use msi_trap::msix::layout::RelocationPolicy;
+//! use vfio_passthrough::setup::{DeviceSpec, GuestSetup, PreparedDevice};
+//! use vfio_passthrough::{Error, KvmMsiRouter, KvmSlotMapper, KvmVfioDevice};
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//!
+//! let kvm = kvm_ioctls::Kvm::new()?;
+//! let vm = Arc::new(kvm.create_vm()?);
+//! let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0x4000_0000), 0x1000_0000)])?;
+//! let iommufd = Iommufd::open()?;
+//! let guest = GuestSetup {
+//!     map: GuestMap::default(),
+//!     preferred_base: None,
+//!     strategy: StrategyChoice::Auto,
+//!     viommu: false,
+//! };
+//! let spec: DeviceSpec = "0000:00:06.0".parse()?;
+//! let prepared = PreparedDevice::open_with(iommufd.clone(), &spec, guest)?;
+//! // ... create the vITS at prepared.plan().controller_base, write the FDT ...
+//! let ioas = Arc::new(iommufd.alloc_ioas()?);
+//! let attached = prepared.attach_to(ioas.clone())?;
+//! ioas.map_guest_memory(&ram, Access::READ_WRITE)?;
+//! let mut kvm_vfio = KvmVfioDevice::new(&vm)?;
+//! kvm_vfio.add(std::os::fd::AsFd::as_fd(attached.vfio_device()))?;
+//! let router = Arc::new(Mutex::new(KvmMsiRouter::new(vm.clone(), 64, Vec::new())));
+//! let mut dev = attached.into_device_with_group(
+//!     |vectors| KvmMsiRouter::group(&router, vectors).map_err(Error::Eventfd),
+//!     KvmSlotMapper::new(vm.clone(), 16..32),
+//!     0x8,
+//!     RelocationPolicy::IfShared,
+//! )?;
+//! // From the VMM's traps:
+//! let mut id = [0u8; 4];
+//! dev.read_config(0, &mut id);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "kvm", feature = "proposed")))]
+//! # fn main() {}
+//! ```
 
 #![deny(missing_docs)]
 
