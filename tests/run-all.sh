@@ -6,8 +6,11 @@
 #   3. the real-kernel tier: the kernel-facing tests cross-built for aarch64 and run inside the
 #      QEMU test host (SMMUv3, GICv3 ITS, igb NICs), which installs what it needs itself;
 #   4. the end-to-end test: passthrough-vmm, inside the test host, boots a Linux guest with
-#      an igb NIC passed through (VFIO cdev + iommufd), twice, plus the VMM's own boot tests;
-#   5. the nesting tier: a guest-owned stage 1 over the VMM's stage 2 through iommufd's vIOMMU,
+#      an igb NIC passed through (VFIO cdev + iommufd), twice, plus the VMM's own boot tests
+#      and its reliability tests (a hostile guest: MSI-X storm and DMA outside its RAM; a
+#      SIGKILL while pinging; docs/reliability.md);
+#   5. the nesting tier (with kernel-fuzz's stateful fuzz of the nesting objects): a
+#      guest-owned stage 1 over the VMM's stage 2 through iommufd's vIOMMU,
 #      on the `viommu` kernel (upstream + the test-only switch, patch 0003), booted with
 #      arm_smmu_v3.viommu_assume_coherent=1 for that suite only; then the end-to-end test with
 #      a virtual SMMUv3 in the guest (no RMR) and its negative control, likewise;
@@ -61,7 +64,7 @@ build_variant() {
 }
 # The nesting suite's boot: only it gets the test-only switch, so every other suite runs on
 # an untainted kernel.
-nesting_args="--test nesting --test accelerated --append arm_smmu_v3.viommu_assume_coherent=1 --append TESTHOST_NESTING=1"
+nesting_args="--test nesting --test accelerated --test nesting_fuzz --append arm_smmu_v3.viommu_assume_coherent=1 --append TESTHOST_NESTING=1"
 
 step "viommu kernel (upstream + the test-only vIOMMU switch)"
 viommu="${TESTHOST_KERNEL_VIOMMU:-}"
@@ -77,7 +80,7 @@ echo "viommu kernel: $viommu"
 step "nesting tier on the viommu kernel: guest stage 1 + host stage 2 through a vIOMMU"
 TESTHOST_KERNEL="$viommu" \
   TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=viommu --run-name nesting-viommu" \
-  bash tests/testhost/run.sh vfio-cdev vsmmuv3
+  bash tests/testhost/run.sh vfio-cdev vsmmuv3 kernel-fuzz
 
 step "end to end with a vIOMMU on the viommu kernel: the guest owns stage 1, no RMR; negative control"
 env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=viommu \
@@ -99,7 +102,7 @@ TESTHOST_KERNEL="$patched" TESTHOST_KERNEL_VARIANT=patched \
 step "nesting tier on the patched kernel: also per-vector MSI IOVA under a guest stage 1"
 TESTHOST_KERNEL="$patched" \
   TESTHOST_ARGS="$nesting_args --append TESTHOST_KERNEL_VARIANT=patched --run-name nesting-patched" \
-  bash tests/testhost/run.sh vfio-cdev vsmmuv3
+  bash tests/testhost/run.sh vfio-cdev vsmmuv3 kernel-fuzz
 
 step "end to end with a vIOMMU on the patched kernel: per-vector MSI IOVA, doorbell at the VMM's IPA"
 env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=patched \

@@ -42,6 +42,8 @@ use std::collections::BTreeMap;
 
 pub use iommufd_ioas::IovaRange;
 
+pub mod nesting;
+
 /// The SMMUv3 software MSI window (`MSI_IOVA_BASE`, 1 MiB) the test host reserves.
 pub const SW_MSI: IovaRange = IovaRange {
     start: 0x800_0000,

@@ -202,14 +202,17 @@ fn seeded_ioas_and_vfio_sequence_matches_the_model() {
     }
 }
 
-/// Four more sequences, so one run of the suite covers more than one path.
+/// More sequences, so one run of the suite covers more than one path: four in CI,
+/// `KERNEL_FUZZ_SEEDS` (from `KERNEL_FUZZ_SEED` + 1 upwards) for a longer run.
 #[test]
 fn other_seeds_match_the_model() {
     let Some((_guard, addr)) = device() else {
         return;
     };
-    for k in 1..=4u64 {
-        run_seed(addr, DEFAULT_SEED.wrapping_add(k), 1000);
+    let base = env_u64("KERNEL_FUZZ_SEED", DEFAULT_SEED);
+    let seeds = env_u64("KERNEL_FUZZ_SEEDS", 4);
+    for k in 1..=seeds {
+        run_seed(addr, base.wrapping_add(k), 1000);
     }
 }
 
