@@ -820,7 +820,13 @@ fn viommu_guest_dma_faults_reach_the_vmm() {
         run.code,
         v["host_events"],
         v["host_translation_faults"],
-        v["fault_addresses"],
+        v["fault_addresses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| format!("{:#x}", u64_of(a)))
+            .collect::<Vec<_>>(),
         rebind["ping_received"],
         rebind["irq_before"],
         rebind["irq_after"],
