@@ -80,6 +80,16 @@ pub struct RouterGroup<R: MsiRouter> {
     /// After a failed routing update: send every live route again with the next one.
     resync: bool,
     failures: u64,
+    /// The vectors staged since the last commit (each once: its `dirty` flag), so that a
+    /// commit costs what changed, not the group's size.
+    dirty: Vec<u16>,
+    // Buffers of `commit`, kept so that a commit does not allocate.
+    /// Route changes of the routing update being built.
+    changes: Vec<(u32, Option<MsiRoute>)>,
+    /// GSIs released once that routing update went through.
+    release: Vec<u32>,
+    /// Vectors whose irqfd is assigned after that routing update.
+    to_assign: Vec<u16>,
 }
 
 impl<R: MsiRouter> RouterGroup<R> {
@@ -103,6 +113,10 @@ impl<R: MsiRouter> RouterGroup<R> {
             stale_gsis: Vec::new(),
             resync: false,
             failures: 0,
+            dirty: Vec::new(),
+            changes: Vec::new(),
+            release: Vec::new(),
+            to_assign: Vec::new(),
         })
     }
 
@@ -119,6 +133,15 @@ impl<R: MsiRouter> RouterGroup<R> {
     /// Router, irqfd and injection calls that failed so far.
     pub fn failures(&self) -> u64 {
         self.failures
+    }
+
+    /// Stages `vector` again for the next commit (a call that failed is retried then).
+    fn mark_dirty(&mut self, vector: u16) {
+        let slot = &mut self.slots[usize::from(vector)];
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(vector);
+        }
     }
 
     /// Deassigns vector `i`'s irqfd if it has one; on failure the books keep it assigned.
@@ -140,42 +163,47 @@ impl<R: MsiRouter> RouterGroup<R> {
         }
     }
 
-    /// One routing update of `changes`, preceded after a failed update by every live route
-    /// and followed by the removal of GSIs whose removal failed before; on success the GSIs
-    /// in `release` and those go back to the router.
-    fn push_routes(&mut self, changes: &mut Vec<(u32, Option<MsiRoute>)>, release: &[u32]) -> bool {
+    /// One routing update of `self.changes`, preceded after a failed update by every live
+    /// route and followed by the removal of GSIs whose removal failed before; on success the
+    /// GSIs in `self.release` and those go back to the router. Leaves both buffers empty.
+    fn push_routes(&mut self) -> bool {
         if self.resync {
             let live: Vec<(u32, Option<MsiRoute>)> = self
                 .slots
                 .iter()
                 .filter_map(|s| Some((s.gsi?, Some(s.installed?))))
                 .collect();
-            changes.splice(0..0, live);
+            self.changes.splice(0..0, live);
         }
-        changes.extend(self.stale_gsis.iter().map(|g| (*g, None)));
-        if changes.is_empty() {
-            return true;
-        }
-        match self.router.set_routes(changes) {
-            Ok(()) => {
-                self.resync = false;
-                for &gsi in release.iter().chain(self.stale_gsis.iter()) {
-                    self.router.release_gsi(gsi);
+        self.changes
+            .extend(self.stale_gsis.iter().map(|g| (*g, None)));
+        let ok = if self.changes.is_empty() {
+            true
+        } else {
+            match self.router.set_routes(&self.changes) {
+                Ok(()) => {
+                    self.resync = false;
+                    for &gsi in self.release.iter().chain(self.stale_gsis.iter()) {
+                        self.router.release_gsi(gsi);
+                    }
+                    self.stale_gsis.clear();
+                    true
                 }
-                self.stale_gsis.clear();
-                true
+                Err(e) => {
+                    let mut gsis: Vec<u32> = self.changes.iter().map(|(g, _)| *g).collect();
+                    gsis.sort_unstable();
+                    gsis.dedup();
+                    log::error!("routing update of GSIs {gsis:?} failed: {e}");
+                    self.failures += 1;
+                    self.resync = true;
+                    self.stale_gsis.extend_from_slice(&self.release);
+                    false
+                }
             }
-            Err(e) => {
-                let mut gsis: Vec<u32> = changes.iter().map(|(g, _)| *g).collect();
-                gsis.sort_unstable();
-                gsis.dedup();
-                log::error!("routing update of GSIs {gsis:?} failed: {e}");
-                self.failures += 1;
-                self.resync = true;
-                self.stale_gsis.extend_from_slice(release);
-                false
-            }
-        }
+        };
+        self.changes.clear();
+        self.release.clear();
+        ok
     }
 }
 
@@ -194,24 +222,29 @@ impl<R: MsiRouter> InterruptGroup for RouterGroup<R> {
         if let Some(slot) = self.slots.get_mut(usize::from(vector)) {
             slot.route = route;
             slot.masked = masked;
-            slot.dirty = true;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(vector);
+            }
         }
     }
 
     fn commit(&mut self) -> Result<(), BackendError> {
         let before = self.failures;
-        let mut changes: Vec<(u32, Option<MsiRoute>)> = Vec::new();
-        let mut release: Vec<u32> = Vec::new();
-        let mut to_assign: Vec<usize> = Vec::new();
-        for i in 0..self.slots.len() {
-            if !self.slots[i].dirty {
-                continue;
-            }
+        self.changes.clear();
+        self.release.clear();
+        self.to_assign.clear();
+        // Vectors staged again below (a call failed) land after the first `staged` entries
+        // and wait for the next commit.
+        let staged = self.dirty.len();
+        for k in 0..staged {
+            let vector = self.dirty[k];
+            let i = usize::from(vector);
             self.slots[i].dirty = false;
             let deliver = self.slots[i].route.is_some() && !self.slots[i].masked;
             if !deliver && !self.deassign(i) {
                 // Retried at the next commit; the route stays under the irqfd.
-                self.slots[i].dirty = true;
+                self.mark_dirty(vector);
                 continue;
             }
             match self.slots[i].route {
@@ -226,41 +259,43 @@ impl<R: MsiRouter> InterruptGroup for RouterGroup<R> {
                             Err(e) => {
                                 log::error!("MSI-X vector {i}: no GSI: {e}");
                                 self.failures += 1;
-                                self.slots[i].dirty = true;
+                                self.mark_dirty(vector);
                                 continue;
                             }
                         },
                     };
                     let slot = &mut self.slots[i];
                     if slot.installed != Some(route) {
-                        changes.push((gsi, Some(route)));
+                        self.changes.push((gsi, Some(route)));
                         slot.installed = Some(route);
                     }
                     if deliver && !slot.irqfd {
-                        to_assign.push(i);
+                        self.to_assign.push(vector);
                     }
                 }
                 None => {
                     let slot = &mut self.slots[i];
                     if let Some(gsi) = slot.gsi.take() {
-                        changes.push((gsi, None));
-                        release.push(gsi);
+                        self.changes.push((gsi, None));
+                        self.release.push(gsi);
                         slot.installed = None;
                     }
                 }
             }
         }
+        self.dirty.drain(..staged);
         // ONE routing-table update for the whole batch.
-        self.push_routes(&mut changes, &release);
-        for i in to_assign {
-            let slot = &mut self.slots[i];
+        self.push_routes();
+        for k in 0..self.to_assign.len() {
+            let vector = self.to_assign[k];
+            let slot = &mut self.slots[usize::from(vector)];
             let Some(gsi) = slot.gsi else { continue };
             match self.router.assign_irqfd(&slot.eventfd, gsi) {
                 Ok(()) => slot.irqfd = true,
                 Err(e) => {
-                    log::error!("MSI-X vector {i}: irqfd assign to GSI {gsi} failed: {e}");
+                    log::error!("MSI-X vector {vector}: irqfd assign to GSI {gsi} failed: {e}");
                     self.failures += 1;
-                    slot.dirty = true;
+                    self.mark_dirty(vector);
                 }
             }
         }
@@ -298,28 +333,26 @@ impl<R: MsiRouter> Drop for RouterGroup<R> {
                 self.deassign(i);
             }
         }
-        let mut changes = Vec::new();
-        let mut release = Vec::new();
+        self.changes.clear();
+        self.release.clear();
         for slot in &mut self.slots {
             if slot.irqfd {
                 continue;
             }
             if let Some(gsi) = slot.gsi.take() {
-                changes.push((gsi, None));
-                release.push(gsi);
+                self.changes.push((gsi, None));
+                self.release.push(gsi);
                 slot.installed = None;
             }
         }
         // The resync is moot: every route is going.
         self.resync = false;
-        if !self.push_routes(&mut changes, &release) {
-            let mut none = Vec::new();
-            if !self.push_routes(&mut none, &[]) {
-                log::error!(
-                    "GSIs {:?} stay allocated: their routes could not be removed",
-                    self.stale_gsis
-                );
-            }
+        // A failed update leaves the GSIs in `stale_gsis`: one retry removes them.
+        if !self.push_routes() && !self.push_routes() {
+            log::error!(
+                "GSIs {:?} stay allocated: their routes could not be removed",
+                self.stale_gsis
+            );
         }
     }
 }
