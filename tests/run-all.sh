@@ -20,7 +20,9 @@
 #   then the riscv64 tier (its own block, before the fuzzing): the riscv64 test host (AIA with
 #      guest interrupt files, the RISC-V IOMMU) with its own kernel (tests/testhost/kernel-riscv64,
 #      $TESTHOST_KERNEL_RISCV64 or ../shared/kernel/Image-riscv64 when given), KVM's AIA set up
-#      like a VMM, irqfd MSIs taken by a vCPU, and the IMSIC model checked against KVM;
+#      like a VMM, irqfd MSIs taken by a vCPU, and the IMSIC model checked against KVM; then,
+#      in a second boot, an igb on vfio-pci behind the RISC-V IOMMU raising MSI-X through
+#      iommufd's software MSI window to every hart (the riscv64 kernel's patches 0002-0004);
 #   7. a short run of every fuzz target (FUZZ_SECONDS each, default 20).
 # The kernel is $TESTHOST_KERNEL, else ../shared/kernel/Image-arm64 beside the repository,
 # else built once per machine from tests/testhost/kernel/. The viommu kernel is
@@ -110,10 +112,11 @@ env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=patched \
 
 # --- riscv64 tier (issue 19) ------------------------------------------------------------------
 # Its own kernel recipe and cache key (an arm64 kernel is never rebuilt for it), its own cross
-# build (target/testhost-riscv64, std built from rust-web-src), one boot for both packages.
+# build (target/testhost-riscv64, std built from rust-web-src), one boot for testhost and
+# kvm-aia, a second one for vfio-cdev's riscv_imsic_msi (the NIC on vfio-pci).
 # Cold: about 12 minutes on 2 cores (tests/testhost/README.md, "riscv64"); warm: under a minute.
-step "riscv64 test host: KVM's AIA like a VMM, irqfd MSIs taken by a vCPU, the IMSIC model against KVM"
-bash tests/testhost/run-riscv64.sh testhost kvm-aia
+step "riscv64 test host: KVM's AIA like a VMM, the IMSIC model against KVM, MSI-X through the RISC-V IOMMU"
+bash tests/testhost/run-riscv64.sh testhost kvm-aia vfio-cdev
 # --- end of the riscv64 tier ---------------------------------------------------------------------
 
 step "fuzzing: every target for a short while"
