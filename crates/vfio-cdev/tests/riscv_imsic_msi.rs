@@ -65,11 +65,11 @@ fn fixture() -> Option<Fixture> {
         return None;
     }
     if in_guest() && variant() != "patched" {
-        eprintln!(
+        report(&format!(
             "skipped: on the {:?} kernel vfio-pci cannot bind behind the RISC-V IOMMU and no \
              MSI window exists (upstream_refuses_vfio_pci checks the refusal)",
             variant()
-        );
+        ));
         return None;
     }
     common::fixture()
