@@ -187,7 +187,7 @@ pub struct InspectorContext {
     pub uart: Arc<Uart>,
     /// The passed-through function's DeviceID and its enabled vectors: (MSI-X index,
     /// EventID = the data the guest programmed).
-    pub vectors: Box<dyn Fn() -> (u32, Vec<(u16, u32)>) + Send>,
+    pub vectors: VectorsFn,
 }
 
 /// The thread serving the guest's ITS check requests.
@@ -592,12 +592,16 @@ impl ItsVm {
     }
 }
 
+/// The passed-through function's DeviceID and its enabled vectors, on request: (MSI-X
+/// index, EventID).
+pub type VectorsFn = Box<dyn Fn() -> (u32, Vec<(u16, u32)>) + Send>;
+
 /// The enabled vectors of a passthrough device, for [`InspectorContext::vectors`].
 pub fn vectors_of<T>(
     dev: &Arc<Mutex<T>>,
     records: impl Fn(&T) -> Vec<(u16, u32)> + Send + 'static,
     devid: u32,
-) -> Box<dyn Fn() -> (u32, Vec<(u16, u32)>) + Send>
+) -> VectorsFn
 where
     T: Send + 'static,
 {

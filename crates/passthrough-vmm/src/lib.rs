@@ -76,6 +76,8 @@ mod reliability_glue;
 pub mod report;
 pub mod uart;
 pub mod vcpu_gate;
+#[cfg(target_arch = "aarch64")]
+pub mod vfio_open;
 pub mod viommu;
 #[cfg(target_arch = "aarch64")]
 pub mod vm;

@@ -191,6 +191,9 @@ pub struct PassthroughReport {
     pub dma_mapped: Vec<(u64, u64)>,
     /// VFIO files added to the VM's KVM VFIO device (`KVM_DEV_VFIO_FILE_ADD`).
     pub kvm_vfio_files: usize,
+    /// What opened and bound the device: `vfio-ioctls` (its `VfioDevice::new` on the VMM's
+    /// `VfioIommufd`); the bring-up then runs on a duplicate of its descriptor.
+    pub opened_by: &'static str,
     /// Every vector the guest enabled, with the address the device's real table held.
     pub vectors: Vec<EnableRecord>,
     /// Whether every enabled vector's real address equals the guest's.

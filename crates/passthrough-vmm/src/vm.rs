@@ -737,6 +737,8 @@ struct Passthrough {
     kvm_vfio: vfio_passthrough::KvmVfioDevice,
     /// The iommufd, kept to check after teardown that every object ID is free again.
     iommufd: Arc<iommufd_ioas::Iommufd>,
+    /// Who opened and bound the device (vfio-ioctls).
+    opened_by: &'static str,
     /// The highest iommufd object ID the bring-up saw.
     highest_id: u32,
     /// The guest's vSMMU objects (`--viommu`): shut down before the device goes.
@@ -819,6 +821,7 @@ impl Passthrough {
             doorbell_at_its_ipa: self.observed == Some(its_doorbell),
             dma_mapped: self.dma_mapped.clone(),
             kvm_vfio_files: self.kvm_vfio.files(),
+            opened_by: self.opened_by,
             addresses_written_through: crate::passthrough::all_written_through(&vectors),
             vectors,
             faults: dev.faults(),
@@ -828,17 +831,19 @@ impl Passthrough {
 }
 
 /// Step 2 and 3 of the passthrough bring-up on a created VM, as an adopter of the crates
-/// does it: the VMM allocates its IOAS, attaches the device to it, maps guest RAM itself,
-/// registers the device with KVM, builds the device on a KVM interrupt group and slots, and
-/// puts it on the PCI bus.
+/// does it: the device is attached to the VMM's own IOAS (`ioas`, a view of the
+/// iommufd-ioctls IOAS the VMM allocated), the VMM maps guest RAM itself, registers the
+/// device with KVM, builds the device on a KVM interrupt group and slots, and puts it on
+/// the PCI bus.
 fn attach_passthrough(
     vm: &Vm,
-    iommufd: Arc<iommufd_ioas::Iommufd>,
+    iommu: &crate::vfio_open::VmmIommu,
     prepared: PreparedDevice,
     device: String,
     cfg: &VmmConfig,
 ) -> Result<Passthrough, String> {
-    let ioas = Arc::new(iommufd.alloc_ioas().map_err(|e| e.to_string())?);
+    let iommufd = Arc::clone(iommu.iommufd());
+    let ioas = iommu.ioas_view();
     let mut attached = prepared
         .attach_to(Arc::clone(&ioas))
         .map_err(|e| e.to_string())?;
@@ -946,6 +951,7 @@ fn attach_passthrough(
         monitor,
         kvm_vfio,
         iommufd,
+        opened_by: crate::vfio_open::OPENED_BY,
         highest_id,
         nested,
         write_through,
@@ -965,7 +971,7 @@ fn start_its_inspector(
     vm: &Vm,
     passthrough: Option<&Passthrough>,
 ) -> Option<crate::its_kvm::Inspector> {
-    let vectors: Box<dyn Fn() -> (u32, Vec<(u16, u32)>) + Send> = match passthrough {
+    let vectors: crate::its_kvm::VectorsFn = match passthrough {
         Some(p) => crate::its_kvm::vectors_of(
             &p.dev,
             |d| {
@@ -1033,6 +1039,9 @@ pub fn run(cfg: &VmmConfig) -> Report {
     {
         return failed(&layout, e.to_string());
     }
+    // The VMM's iommufd, IOAS and vfio-ioctls `VfioIommufd`: they outlive the device (which
+    // holds vfio-ioctls' device, itself holding the `VfioIommufd`), and go after it below.
+    let mut vmm_iommu = None;
     // Passthrough step 1, before the VM exists: the plan decides where the vITS goes.
     let prepared = match &cfg.device {
         Some(spec) => {
@@ -1042,17 +1051,18 @@ pub fn run(cfg: &VmmConfig) -> Report {
                 strategy: StrategyChoice::Auto,
                 viommu: cfg.viommu.is_some(),
             };
-            // The VMM owns the iommufd (and below, the IOAS), as a VMM with other devices
-            // on it would; the bring-up binds the device to it.
-            let iommufd = match iommufd_ioas::Iommufd::open() {
-                Ok(fd) => fd,
+            // The VMM owns the iommufd and the IOAS, as a VMM with other devices on them
+            // would, and opens and binds the device through vfio-ioctls; planning and the
+            // rest run on a duplicate of its descriptor.
+            let iommu = match crate::vfio_open::VmmIommu::new() {
+                Ok(i) => vmm_iommu.insert(i),
                 Err(e) => return failed(&layout, e.to_string()),
             };
-            let prepared = match PreparedDevice::open_with(
-                Arc::clone(&iommufd),
-                &crate::passthrough::setup_spec(spec),
-                guest,
-            ) {
+            let dev = match iommu.open_device(&crate::passthrough::setup_spec(spec)) {
+                Ok(d) => d,
+                Err(e) => return failed(&layout, e.to_string()),
+            };
+            let prepared = match PreparedDevice::from_bound(dev, guest) {
                 Ok(p) => p,
                 Err(e) => return failed(&layout, e.to_string()),
             };
@@ -1063,7 +1073,7 @@ pub fn run(cfg: &VmmConfig) -> Report {
                     format!("the doorbell plan does not fit the memory map: {e}"),
                 );
             }
-            Some((prepared, iommufd, crate::passthrough::describe(spec)))
+            Some((prepared, crate::passthrough::describe(spec)))
         }
         None => None,
     };
@@ -1073,8 +1083,11 @@ pub fn run(cfg: &VmmConfig) -> Report {
     };
     let layout = vm.layout().clone();
     let passthrough = match prepared {
-        Some((prepared, iommufd, name)) => {
-            match attach_passthrough(&vm, iommufd, prepared, name, cfg) {
+        Some((prepared, name)) => {
+            let Some(iommu) = vmm_iommu.as_ref() else {
+                return failed(&layout, "passthrough: no iommufd".to_owned());
+            };
+            match attach_passthrough(&vm, iommu, prepared, name, cfg) {
                 Ok(p) => Some(p),
                 Err(e) => return failed(&layout, format!("passthrough: {e}")),
             }
@@ -1133,6 +1146,8 @@ pub fn run(cfg: &VmmConfig) -> Report {
     // vSMMU) and the console (its interrupt line holds the VM).
     drop(mmio);
     drop(uart);
+    // The device is gone, and with it vfio-ioctls' device: the IOAS goes now.
+    drop(vmm_iommu);
     report.reliability = Some(crate::reliability_glue::finish(
         monitor, &sentinels, &canary, at_start, ids,
     ));

@@ -103,7 +103,50 @@ pub struct VfioDevice {
     /// trapped guest access) and the region never changes.
     config: OnceLock<RegionInfo>,
     iommufd: Option<(Arc<Iommufd>, u32)>,
+    /// Whether the file was adopted already bound ([`VfioDevice::from_bound_file`]): other
+    /// descriptors of the same file then keep the binding after this handle is closed, so
+    /// dropping the handle detaches explicitly.
+    adopted_bound: bool,
     attached: Option<PageTable>,
+    /// What must outlive this handle's use of the file ([`VfioDevice::hold_owner`]):
+    /// dropped last, after the detach, the file and the page table.
+    owner: Owner,
+}
+
+/// The object a file was duplicated from, kept until the device handle is gone.
+struct Owner(Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+impl Drop for Owner {
+    /// Drops the owner, containing a panic from its `Drop` (vfio-ioctls' `VfioDevice`
+    /// unwraps its teardown ioctls): it is logged instead of unwinding out of the device's
+    /// teardown. The owner's remaining resources may then leak.
+    fn drop(&mut self) {
+        if let Some(owner) = self.0.take()
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(owner))).is_err()
+        {
+            log::error!("the owner of an adopted VFIO device file panicked while dropped");
+        }
+    }
+}
+
+/// The error for a failed `VFIO_DEVICE_GET_INFO` on a file adopted as bound: the kernel
+/// answers `EINVAL` to every ioctl but the bind on a cdev file that is not bound.
+fn adopt_info_error(device: String, errno: iommufd_ioas::Errno) -> Error {
+    if errno.0 == libc::EINVAL {
+        Error::AdoptUnbound {
+            op: "VFIO_DEVICE_GET_INFO",
+            device,
+            errno,
+        }
+    } else {
+        Error::DeviceInfo { device, errno }
+    }
 }
 
 impl VfioDevice {
@@ -149,8 +192,94 @@ impl VfioDevice {
             info: None,
             config: OnceLock::new(),
             iommufd: None,
+            adopted_bound: false,
             attached: None,
+            owner: Owner(None),
         })
+    }
+
+    /// Adopts a VFIO cdev file that is already bound to `iommufd` as device `dev_id`: for
+    /// example a duplicate of the descriptor of vfio-ioctls' `VfioDevice`, which opened and
+    /// bound the device (`VfioDevice::new` on a `VfioIommufd`). `sysfs_dir` is the device's
+    /// sysfs directory (for [`reserved_regions`](Self::reserved_regions)), `name` is used in
+    /// errors. The device info is read here (`VFIO_DEVICE_GET_INFO`).
+    ///
+    /// Duplicates and bindings: the binding lives on the kernel's open file (its
+    /// `vfio_device_file`), not on a descriptor. A duplicate (`dup(2)`, `File::try_clone`)
+    /// shares that open file, so it is bound as soon as the original is, and every ioctl,
+    /// region access and `mmap` works on it; opening the cdev again would give a new, unbound
+    /// file instead. The kernel checks nothing against the caller's word here: it answers
+    /// `VFIO_DEVICE_GET_INFO` only on a bound file (an unbound one gives
+    /// [`Error::AdoptUnbound`]), but which iommufd the file is bound to, and its device ID,
+    /// are the caller's to get right (an attach to a page table of another iommufd fails
+    /// in the kernel).
+    ///
+    /// The binding, and an attachment, end only when the LAST reference to the open file
+    /// goes: every descriptor, BAR mapping and KVM VFIO registration. Closing this handle
+    /// therefore releases nothing while the original is open, so dropping a device adopted
+    /// this way detaches it explicitly (`VFIO_DEVICE_DETACH_IOMMUFD_PT`) when this handle
+    /// attached it, before it lets go of the page table: the IOAS or HWPT can then be
+    /// destroyed while the original descriptor is still open. Whoever holds the original
+    /// keeps it open while this handle is used, and closes it afterwards
+    /// ([`hold_owner`](Self::hold_owner) does both).
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsFd;
+    /// use iommufd_ioas::Iommufd;
+    /// use vfio_cdev::VfioDevice;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let iommufd = Iommufd::open()?;
+    /// // Stands for a descriptor bound elsewhere (vfio-ioctls' device).
+    /// let mut theirs = VfioDevice::open_pci("0000:00:06.0".parse()?)?;
+    /// let dev_id = theirs.bind(&iommufd)?;
+    /// let dup = std::fs::File::from(theirs.as_fd().try_clone_to_owned()?);
+    /// let mut ours = VfioDevice::from_bound_file(dup, "vfio0", None, &iommufd, dev_id)?;
+    /// ours.hold_owner(theirs);
+    /// println!("{} regions", ours.info()?.num_regions);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_bound_file(
+        file: File,
+        name: impl Into<String>,
+        sysfs_dir: Option<PathBuf>,
+        iommufd: &Arc<Iommufd>,
+        dev_id: u32,
+    ) -> Result<Self> {
+        let name = name.into();
+        let raw = match sys::device_info(file.as_fd()) {
+            Ok(raw) => raw,
+            Err(errno) => return Err(adopt_info_error(name, errno)),
+        };
+        Ok(VfioDevice {
+            file,
+            name,
+            sysfs_dir,
+            info: Some(DeviceInfo {
+                flags: raw.flags,
+                num_regions: raw.num_regions,
+                num_irqs: raw.num_irqs,
+            }),
+            config: OnceLock::new(),
+            iommufd: Some((iommufd.clone(), dev_id)),
+            adopted_bound: true,
+            attached: None,
+            owner: Owner(None),
+        })
+    }
+
+    /// Keeps `owner` (the object the file was duplicated from, such as vfio-ioctls'
+    /// `VfioDevice`) until this device is dropped, and drops it last: after the explicit
+    /// detach, this handle's file and the page table. A panic in the owner's `Drop` is
+    /// contained and logged. A second call replaces (and drops) the first owner.
+    pub fn hold_owner<T: Send + Sync + 'static>(&mut self, owner: T) {
+        self.owner = Owner(Some(Box::new(owner)));
+    }
+
+    /// Whether the device was adopted already bound ([`from_bound_file`](Self::from_bound_file)).
+    pub fn adopted_bound(&self) -> bool {
+        self.adopted_bound
     }
 
     /// The cdev name (`vfio0`), as used in errors.
@@ -207,6 +336,11 @@ impl VfioDevice {
     /// The iommufd device ID, once bound.
     pub fn dev_id(&self) -> Option<u32> {
         self.iommufd.as_ref().map(|(_, id)| *id)
+    }
+
+    /// The iommufd the device is bound to, once bound.
+    pub fn iommufd(&self) -> Option<&Arc<Iommufd>> {
+        self.iommufd.as_ref().map(|(fd, _)| fd)
     }
 
     fn bound(&self, op: &'static str) -> Result<&Arc<Iommufd>> {
@@ -448,6 +582,24 @@ impl VfioDevice {
     }
 }
 
+impl Drop for VfioDevice {
+    /// A device adopted bound ([`VfioDevice::from_bound_file`]) and attached by this handle
+    /// is detached here: closing this descriptor would not detach it while other descriptors
+    /// of the file are open. Then the file closes, the page table reference goes, and the
+    /// held owner goes last (field order).
+    fn drop(&mut self) {
+        if self.adopted_bound
+            && self.attached.is_some()
+            && let Err(errno) = sys::detach_pt(self.file.as_fd())
+        {
+            log::error!(
+                "VFIO_DEVICE_DETACH_IOMMUFD_PT of {} at teardown failed: {errno}",
+                self.name
+            );
+        }
+    }
+}
+
 impl AsRawFd for VfioDevice {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
@@ -472,4 +624,84 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
         .and_then(|s| s.try_into().ok())
         .map(u64::from_ne_bytes)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn null_file() -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap()
+    }
+
+    #[test]
+    fn an_unbound_file_is_named_as_such() {
+        let e = adopt_info_error("vfio3".into(), iommufd_ioas::Errno(libc::EINVAL));
+        assert!(matches!(e, Error::AdoptUnbound { .. }), "{e:?}");
+        assert_eq!(e.errno(), Some(iommufd_ioas::Errno(libc::EINVAL)));
+        let msg = e.to_string();
+        for part in ["VFIO_DEVICE_GET_INFO", "vfio3", "not bound"] {
+            assert!(msg.contains(part), "{msg}");
+        }
+        // Any other answer is a plain GET_INFO failure.
+        let e = adopt_info_error("vfio3".into(), iommufd_ioas::Errno(libc::ENOTTY));
+        assert!(matches!(e, Error::DeviceInfo { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn adopting_a_file_that_is_no_vfio_device_fails_with_the_kernels_answer() {
+        // Any character device stands in for the iommufd: nothing is asked of it here.
+        let iommufd = Iommufd::open_path(Path::new("/dev/null")).unwrap();
+        let e = VfioDevice::from_bound_file(null_file(), "null", None, &iommufd, 7).unwrap_err();
+        assert!(matches!(e, Error::DeviceInfo { .. }), "{e:?}");
+        assert_eq!(e.errno(), Some(iommufd_ioas::Errno(libc::ENOTTY)));
+        assert!(
+            e.to_string().contains("VFIO_DEVICE_GET_INFO of null"),
+            "{e}"
+        );
+    }
+
+    struct Recorder(Arc<Mutex<Vec<&'static str>>>, &'static str);
+
+    impl Drop for Recorder {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(self.1);
+        }
+    }
+
+    #[test]
+    fn the_owner_goes_with_the_device_and_a_replaced_owner_at_once() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut dev = VfioDevice::from_file(null_file(), "null").unwrap();
+        assert!(!dev.adopted_bound());
+        dev.hold_owner(Recorder(log.clone(), "first"));
+        dev.hold_owner(Recorder(log.clone(), "second"));
+        assert_eq!(*log.lock().unwrap(), ["first"]);
+        drop(dev);
+        assert_eq!(*log.lock().unwrap(), ["first", "second"]);
+    }
+
+    struct Panics(Arc<AtomicBool>);
+
+    impl Drop for Panics {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            panic!("teardown unwrap");
+        }
+    }
+
+    #[test]
+    fn a_panicking_owner_does_not_unwind_out_of_the_device() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let mut dev = VfioDevice::from_file(null_file(), "null").unwrap();
+        dev.hold_owner(Panics(ran.clone()));
+        drop(dev);
+        assert!(ran.load(Ordering::SeqCst));
+    }
 }

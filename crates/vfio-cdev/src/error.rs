@@ -113,6 +113,20 @@ pub enum Error {
         /// The kernel's answer.
         errno: Errno,
     },
+    /// A file adopted as already bound ([`crate::VfioDevice::from_bound_file`]) answered
+    /// `EINVAL`: the kernel's answer to every ioctl but the bind on an unbound cdev file.
+    #[error(
+        "{op} of {device} failed: {errno}: the adopted file is not bound to an iommufd \
+         (a fresh open of the cdev is unbound; adopt a duplicate of the bound descriptor)"
+    )]
+    AdoptUnbound {
+        /// The operation.
+        op: &'static str,
+        /// The device.
+        device: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
     /// The device is not a PCI device, and the operation needs one.
     #[error("{op} on {device}: not a PCI device (flags {flags:#x})")]
     NotPci {
@@ -259,6 +273,7 @@ impl Error {
             | Error::Attach { errno, .. }
             | Error::Detach { errno, .. }
             | Error::DeviceInfo { errno, .. }
+            | Error::AdoptUnbound { errno, .. }
             | Error::RegionInfo { errno, .. }
             | Error::IrqInfo { errno, .. }
             | Error::SetIrqs { errno, .. }

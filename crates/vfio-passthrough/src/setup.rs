@@ -8,6 +8,8 @@
 //!    per-vector MSI IOVA), read the device's facts, and plan the doorbell with
 //!    `doorbell-planner`. The VMM then has [`PreparedDevice::plan`] before it creates its
 //!    vITS and writes its FDT: the vITS goes at `plan.controller_base`.
+//!    [`PreparedDevice::from_bound`] does the same on a device opened and bound elsewhere
+//!    (vfio-ioctls' `VfioDevice`, adopted with `vfio_cdev::VfioDevice::from_bound_file`).
 //! 2. [`PreparedDevice::attach`]: set the planned software MSI window (user-window strategy,
 //!    before attach as the kernel requires), attach the device to a fresh IOAS, check that
 //!    the kernel reserved the window (`IOMMU_IOAS_IOVA_RANGES`), verify the physical doorbell
@@ -113,13 +115,41 @@ impl PreparedDevice {
         Self::open_with(iommufd, spec, guest)
     }
 
-    /// Step 1 on an iommufd the VMM already has.
+    /// Step 1 on an iommufd the VMM already has: open, bind, then
+    /// [`from_bound`](Self::from_bound).
     pub fn open_with(iommufd: Arc<Iommufd>, spec: &DeviceSpec, guest: GuestSetup) -> Result<Self> {
         let mut dev = match spec {
             DeviceSpec::Cdev(p) => VfioDevice::open_cdev(p)?,
             DeviceSpec::Pci(a) => VfioDevice::open_pci(*a)?,
         };
-        let dev_id = dev.bind(&iommufd)?;
+        dev.bind(&iommufd)?;
+        Self::from_bound(dev, guest)
+    }
+
+    /// Step 1 on a device opened and bound elsewhere: for example vfio-ioctls' `VfioDevice`,
+    /// adopted through a duplicate of its descriptor with
+    /// [`VfioDevice::from_bound_file`]. Reads the host's reserved regions (the device needs
+    /// its sysfs directory for that), probes, reads the device's facts and plans, on the
+    /// iommufd the device is bound to; the device must not be attached yet (the plan's
+    /// window is set before the attach).
+    pub fn from_bound(dev: VfioDevice, guest: GuestSetup) -> Result<Self> {
+        const OP: &str = "planning the doorbell";
+        let (Some(iommufd), Some(dev_id)) = (dev.iommufd().cloned(), dev.dev_id()) else {
+            return Err(vfio_cdev::Error::NotBound {
+                op: OP,
+                device: dev.name().to_string(),
+            }
+            .into());
+        };
+        if let Some(pt) = dev.attached_to() {
+            return Err(Error::Unsupported {
+                device: dev.name().to_string(),
+                reason: format!(
+                    "{OP}: it is already attached (page table {pt}), \
+                     and the plan's window must be set before the attach"
+                ),
+            });
+        }
         let reserved = dev.reserved_regions()?;
         #[cfg(feature = "proposed")]
         let (sw_msi_window_option, per_vector_msi_iova) = (
@@ -433,5 +463,29 @@ impl AttachedDevice {
                 policy: self.plan.policy,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planning_needs_a_bound_device() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let dev = VfioDevice::from_file(file, "vfio9").unwrap();
+        let guest = GuestSetup {
+            map: GuestMap::default(),
+            preferred_base: None,
+            strategy: StrategyChoice::Auto,
+            viommu: false,
+        };
+        let e = PreparedDevice::from_bound(dev, guest).unwrap_err();
+        assert!(
+            matches!(e, Error::Vfio(vfio_cdev::Error::NotBound { .. })),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("planning the doorbell on vfio9"), "{msg}");
     }
 }
