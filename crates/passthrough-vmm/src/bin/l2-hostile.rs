@@ -62,10 +62,17 @@ const IMC: usize = 0x150c;
 const EIMC: usize = 0x1528;
 const RCTL: usize = 0x0100;
 const RCTL_EN: u32 = 1 << 1;
-const RCTL_UPE: u32 = 1 << 3;
-const RCTL_MPE: u32 = 1 << 4;
 const RCTL_LBM_MAC: u32 = 1 << 6;
-const RCTL_BAM: u32 = 1 << 15;
+/// Receive Address Low/High `n` (datasheet 8.10.13-14) and the Address Valid bit.
+const RAL: usize = 0x5400;
+const RAH: usize = 0x5404;
+const RAH_AV: u32 = 1 << 31;
+/// The Multicast Table Array, 128 dwords (datasheet 8.10.15).
+const MTA: usize = 0x5200;
+/// The attacks' own unicast address (locally administered): the only one the RX filter
+/// accepts while they run, so that L1's traffic to the guest (its pings, MLD reports)
+/// cannot land in the RX buffer that tells whether a DMA came back.
+const ATTACK_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x88, 0xb5];
 const TCTL: usize = 0x0400;
 const TCTL_EN: u32 = 1 << 1;
 const RDBAL: usize = 0xc000;
@@ -345,10 +352,10 @@ const P_RX_BUF: usize = 3;
 const P_WITNESS: usize = 4;
 const DMA_PAGES: usize = 5;
 
-/// A 60-byte broadcast frame of ethertype 0x88b5 (local experimental).
+/// A 60-byte frame to [`ATTACK_MAC`] of ethertype 0x88b5 (local experimental).
 fn frame() -> [u8; 60] {
     let mut f = [0u8; 60];
-    f[..6].fill(0xff);
+    f[..6].copy_from_slice(&ATTACK_MAC);
     f[6..12].copy_from_slice(&[0x52, 0x54, 0x00, 0x7e, 0x57, 0x99]);
     f[12..14].copy_from_slice(&[0x88, 0xb5]);
     for (i, b) in f[14..].iter_mut().enumerate() {
@@ -440,10 +447,34 @@ impl Igb {
         self.bar.w(RDH, 0);
         self.bar.w(RXDCTL, QUEUE_ENABLE);
         self.bar.w(RDT, armed);
+        // No promiscuous, multicast or broadcast acceptance: only ATTACK_MAC (`filter`).
+        self.bar.w(RCTL, RCTL_EN | RCTL_LBM_MAC);
+    }
+
+    /// The RX address filter for the attacks: entry 1 holds [`ATTACK_MAC`], entry 0 (the
+    /// NIC's own address) is switched off and the multicast table cleared. Returns entry
+    /// 0's RAH, for [`unfilter`](Self::unfilter).
+    fn filter(&self) -> u32 {
+        let rah0 = self.bar.r(RAH);
+        let m = ATTACK_MAC;
+        self.bar
+            .w(RAL + 8, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
         self.bar.w(
-            RCTL,
-            RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_LBM_MAC,
+            RAH + 8,
+            u32::from(u16::from_le_bytes([m[4], m[5]])) | RAH_AV,
         );
+        self.bar.w(RAH, rah0 & !RAH_AV);
+        for i in 0..128 {
+            self.bar.w(MTA + 4 * i, 0);
+        }
+        rah0
+    }
+
+    /// Entry 0 back as it was, entry 1 off (the driver rewrites the rest when it binds).
+    fn unfilter(&self, rah0: u32) {
+        self.bar.w(RAH + 8, 0);
+        self.bar.w(RAL + 8, 0);
+        self.bar.w(RAH, rah0);
     }
 }
 
@@ -553,6 +584,7 @@ fn isolate(args: &Args) -> Result<Value> {
     };
     igb.reset()?;
     let link = igb.link_up();
+    let rah0 = igb.filter();
     let mut attacks = Vec::new();
     let mut errors = Vec::new();
     for &t in &targets {
@@ -568,6 +600,7 @@ fn isolate(args: &Args) -> Result<Value> {
     // Nothing pointed at the witness page; the rings and buffers were rewritten per attack
     // and checked there.
     let witness_intact = d.intact(P_WITNESS);
+    igb.unfilter(rah0);
     igb.reset()?;
     drop(igb);
     // Bus Master off again, as the driver left it at unbind.
