@@ -78,16 +78,7 @@ fn device() -> Option<(std::sync::MutexGuard<'static, ()>, PciAddress)> {
 }
 
 fn pinned_pages() -> i64 {
-    let v = std::fs::read_to_string("/proc/vmstat").unwrap_or_default();
-    let get = |name: &str| {
-        v.lines()
-            .find_map(|l| {
-                let (k, n) = l.split_once(' ')?;
-                (k == name).then(|| n.trim().parse::<i64>().ok())?
-            })
-            .unwrap_or(0)
-    };
-    get("nr_foll_pin_acquired") - get("nr_foll_pin_released")
+    testhost::proc_stats::pinned_pages().expect("/proc/vmstat has the FOLL_PIN counters")
 }
 
 /// Waits (up to 2 s) for the pinned-page count to come back to `want`.

@@ -173,31 +173,16 @@ struct L1Figures {
     files: u64,
 }
 
-fn vmstat(name: &str) -> i64 {
-    std::fs::read_to_string("/proc/vmstat")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("/proc/vmstat has no {name}"))
-}
-
 fn meminfo_kb(name: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    testhost::proc_stats::kb_field(&meminfo, name)
         .unwrap_or_else(|| panic!("/proc/meminfo has no {name}"))
 }
 
 fn l1_figures() -> L1Figures {
     L1Figures {
-        pinned_pages: vmstat("nr_foll_pin_acquired") - vmstat("nr_foll_pin_released"),
+        pinned_pages: testhost::proc_stats::pinned_pages()
+            .expect("/proc/vmstat has the FOLL_PIN counters"),
         mlocked_kb: meminfo_kb("Mlocked"),
         files: read(Path::new("/proc/sys/fs/file-nr"))
             .split_whitespace()

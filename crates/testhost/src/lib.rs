@@ -17,7 +17,9 @@
 //!   events it carries, parsed into a [`protocol::RunReport`];
 //! - [`kernel`]: a prebuilt kernel, or the project's recipe built once and cached;
 //! - [`host::TestHost`]: all of it for one boot, for the kernel-test runner and for the
-//!   end-to-end scenario.
+//!   end-to-end scenario;
+//! - [`proc_stats`]: exact pinned-page and memory figures for the in-guest tests that
+//!   check nothing stays pinned.
 //!
 //! [`arch::Arch::Riscv64`] (`testhost --arch riscv64`) boots the riscv64 test host instead:
 //! QEMU riscv64 `virt` with the AIA's IMSIC guest interrupt files, the H extension (KVM
@@ -66,6 +68,7 @@ pub mod host;
 pub mod initramfs;
 pub mod kernel;
 pub mod plan;
+pub mod proc_stats;
 pub mod protocol;
 pub mod qemu;
 

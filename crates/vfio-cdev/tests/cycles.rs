@@ -10,7 +10,8 @@
 //!
 //! - the process's open file descriptors (`/proc/self/fd`) and mappings (`/proc/self/maps`);
 //! - the pages pinned system-wide (`nr_foll_pin_acquired - nr_foll_pin_released` in
-//!   `/proc/vmstat`: iommufd pins guest RAM with FOLL_PIN) and this process's `VmPin` and
+//!   `/proc/vmstat`, per-CPU deltas folded first: iommufd pins guest RAM with FOLL_PIN) and
+//!   this process's `VmPin` and
 //!   `VmLck` (`/proc/self/status`);
 //! - the iommufd object IDs: the IOAS of every cycle gets the same ID, so the kernel freed
 //!   every object of the previous one (IDs are allocated lowest-free).
@@ -47,25 +48,13 @@ fn count_dir(path: &str) -> usize {
     std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
 }
 
-fn vmstat(name: &str) -> i64 {
-    std::fs::read_to_string("/proc/vmstat")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("/proc/vmstat has no {name}"))
+fn pinned_pages() -> i64 {
+    testhost::proc_stats::pinned_pages().expect("/proc/vmstat has the FOLL_PIN counters")
 }
 
 fn status_kb(name: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    testhost::proc_stats::kb_field(&status, name)
         .unwrap_or_else(|| panic!("/proc/self/status has no {name}"))
 }
 
@@ -75,7 +64,7 @@ fn measure(ioas_id: u32) -> Figures {
         maps: std::fs::read_to_string("/proc/self/maps")
             .map(|m| m.lines().count())
             .unwrap_or(0),
-        pinned_pages: vmstat("nr_foll_pin_acquired") - vmstat("nr_foll_pin_released"),
+        pinned_pages: pinned_pages(),
         vm_pin_kb: status_kb("VmPin"),
         vm_lck_kb: status_kb("VmLck"),
         ioas_id,
@@ -113,8 +102,7 @@ fn hundred_bring_up_teardown_cycles_leave_nothing_behind() {
         let fds: Vec<Option<&EventFd>> = efds.iter().map(Some).collect();
         dev.set_vector_eventfds(IrqIndex::Msix, 0, &fds)
             .expect("enable every vector");
-        peak_pinned_during =
-            peak_pinned_during.max(vmstat("nr_foll_pin_acquired") - vmstat("nr_foll_pin_released"));
+        peak_pinned_during = peak_pinned_during.max(pinned_pages());
         dev.disable_irqs(IrqIndex::Msix).expect("disable");
         dev.reset().expect("reset");
         dev.detach().expect("detach");
@@ -124,9 +112,10 @@ fn hundred_bring_up_teardown_cycles_leave_nothing_behind() {
             .expect("sole owner after detach")
             .destroy()
             .expect("IOAS destroy");
-        // Unpinning can trail the last close (16 pages were seen still pinned right after a
-        // teardown, released within 900 ms): give the figures up to 3 s to come back, and
-        // report how often that was needed. A leak never comes back.
+        // The pinned-page figure is exact (testhost::proc_stats folds the per-CPU vmstat
+        // deltas, which once showed 16 pages "still pinned" that were only unfolded); the
+        // figures still get up to 3 s to come back, in case a release trails the close, and
+        // the run reports how often that was needed. A leak never comes back.
         // Settled: pins back to what they were before any cycle, and everything else as
         // after the first cycle (the first may set up process-lifetime state).
         let settled_ok = |now: &Figures| {
