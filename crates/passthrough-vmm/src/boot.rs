@@ -95,6 +95,50 @@ impl ImageHeader {
     }
 }
 
+/// `RSC\x05`, the RISC-V Image header's `magic2` (Linux
+/// `Documentation/arch/riscv/boot-image-header.rst`), at offset 56.
+pub const RISCV_IMAGE_MAGIC2: u32 = 0x0543_5352;
+
+impl ImageHeader {
+    /// Parses the first 64 bytes of a RISC-V Image (`boot-image-header.rst`: `text_offset`
+    /// at 8, `image_size` at 16, `flags` at 24 with bit 0 the endianness, `magic2` at 56).
+    ///
+    /// The RISC-V `text_offset` is the load offset from the start of RAM (0x20_0000 on
+    /// RV64) and the kernel only needs a 2 MiB aligned load address
+    /// (`Documentation/arch/riscv/boot.rst`), which [`BootPlan::new`] gives it at
+    /// RAM + [`KERNEL_BASE_OFFSET`]; the returned header therefore has `text_offset` 0, so
+    /// that the kernel is loaded and entered right at that base.
+    pub fn parse_riscv(bytes: &[u8]) -> Result<Self, BootError> {
+        let header = bytes
+            .get(..IMAGE_HEADER_SIZE)
+            .ok_or(BootError::BadImage("shorter than its 64-byte header"))?;
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut m = [0u8; 4];
+        m.copy_from_slice(&header[56..60]);
+        if u32::from_le_bytes(m) != RISCV_IMAGE_MAGIC2 {
+            return Err(BootError::BadImage("no RSC\\x05 magic at offset 56"));
+        }
+        let flags = u64_at(24);
+        if flags & 1 != 0 {
+            return Err(BootError::BadImage("big-endian kernel"));
+        }
+        if !u64_at(8).is_multiple_of(KERNEL_BASE_OFFSET) {
+            return Err(BootError::BadImage(
+                "text_offset is not a multiple of 2 MiB (not an RV64 Image)",
+            ));
+        }
+        Ok(ImageHeader {
+            text_offset: 0,
+            image_size: u64_at(16),
+            flags,
+        })
+    }
+}
+
 /// Where everything goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BootPlan {
@@ -196,6 +240,56 @@ mod tests {
         assert!(ImageHeader::parse(&bad).is_err());
         assert!(ImageHeader::parse(&bad[..63]).is_err());
         assert!(ImageHeader::parse(&[]).is_err());
+    }
+
+    fn riscv_header(text_offset: u64, image_size: u64, flags: u64) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        h[16..24].copy_from_slice(&image_size.to_le_bytes());
+        h[24..32].copy_from_slice(&flags.to_le_bytes());
+        h[48..56].copy_from_slice(b"RISCV\0\0\0");
+        h[56..60].copy_from_slice(b"RSC\x05");
+        h
+    }
+
+    #[test]
+    fn riscv_header_loads_at_the_2mib_base() {
+        let h = ImageHeader::parse_riscv(&riscv_header(0x20_0000, 0x180_0000, 0)).unwrap();
+        assert_eq!((h.text_offset, h.image_size, h.flags), (0, 0x180_0000, 0));
+        let plan =
+            BootPlan::new(Region::new(0x8000_0000, 256 << 20), &h, 0x100_0000, None).unwrap();
+        assert_eq!(plan.kernel_load, 0x8020_0000);
+        assert_eq!(plan.kernel, Region::new(0x8020_0000, 0x180_0000));
+        assert_eq!(
+            ImageHeader::parse_riscv(&riscv_header(0x20_0000, 0x100, 1)),
+            Err(BootError::BadImage("big-endian kernel"))
+        );
+        assert!(ImageHeader::parse_riscv(&riscv_header(0x1000, 0x100, 0)).is_err());
+        // An arm64 Image is not a RISC-V one, and the other way round.
+        assert!(ImageHeader::parse_riscv(&header(0, 0x100, 0)).is_err());
+        assert!(ImageHeader::parse(&riscv_header(0x20_0000, 0x100, 0)).is_err());
+        assert!(ImageHeader::parse_riscv(&riscv_header(0x20_0000, 0x100, 0)[..63]).is_err());
+    }
+
+    #[test]
+    fn the_riscv_test_kernel_header_parses() {
+        // The riscv64 test kernels the harness cached, when there are any.
+        let cache = std::path::Path::new("/var/cache/passthrough-testhost/riscv64/kernel");
+        let images: Vec<_> = std::fs::read_dir(cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("Image-riscv64"))
+            .filter(|p| p.is_file())
+            .collect();
+        if images.is_empty() {
+            eprintln!("skipped: no riscv64 test kernel in {}", cache.display());
+        }
+        for path in images {
+            let bytes = std::fs::read(&path).unwrap();
+            let h = ImageHeader::parse_riscv(&bytes).unwrap();
+            assert!(h.image_size >= bytes.len() as u64, "{}", path.display());
+        }
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub enum RegionKind {
     Ram,
     /// The virtual SMMUv3's register frame (page 0 and page 1).
     Smmu,
+    /// RISC-V: the vIMSIC, one supervisor-level interrupt file per vCPU (`layout_riscv`).
+    Imsic,
+    /// RISC-V: KVM's in-kernel APLIC (`layout_riscv`).
+    Aplic,
 }
 
 impl fmt::Display for RegionKind {
@@ -150,6 +154,8 @@ impl fmt::Display for RegionKind {
             RegionKind::PciMmio32 => "PCIe MMIO32 window",
             RegionKind::Ram => "RAM",
             RegionKind::Smmu => "vSMMUv3",
+            RegionKind::Imsic => "vIMSIC",
+            RegionKind::Aplic => "APLIC",
         })
     }
 }

@@ -61,10 +61,12 @@ pub mod boot;
 pub mod cli;
 pub mod console;
 pub mod fdt;
+pub mod fdt_riscv;
 pub mod its_check;
 #[cfg(target_arch = "aarch64")]
 pub mod its_kvm;
 pub mod layout;
+pub mod layout_riscv;
 pub mod mmio;
 #[cfg(target_arch = "aarch64")]
 pub mod nested;
