@@ -158,6 +158,28 @@ pub fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), String> {
             );
             (None, None, None)
         }
+        Strategy::ImsicKernelWindow { window } => {
+            ensure!(!geom.arm, "IMSIC kernel window for an Arm controller");
+            ensure!(
+                !input.kernel.riscv_msi_remap,
+                "IMSIC kernel window although the MSI page table path was declared"
+            );
+            ensure!(
+                msi_regions == [window],
+                "IMSIC kernel window {window} is not the host's only msi region ({msi_regions:?})"
+            );
+            ensure!(
+                frame.start == window.start && frame.last <= window.last,
+                "vIMSIC region {frame} does not start the window {window} or leaves it"
+            );
+            ensure!(
+                plan.pgoff.is_none(),
+                "pgoff reported for the per-hart IMSIC window"
+            );
+            // The frame may sit in the window (it is the window's own region); the pgoff
+            // arithmetic of the ITS does not apply.
+            (None, Some(window), None)
+        }
     };
 
     if let Some(window) = window {
@@ -245,7 +267,12 @@ pub fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), String> {
         }
     }
 
-    let expected_policy = if geom.arm && !input.guest_viommu {
+    let expected_policy = if let Strategy::ImsicKernelWindow { window } = plan.strategy {
+        DoorbellPolicy::KernelProgrammedWindow {
+            start: window.start,
+            last: window.last,
+        }
+    } else if geom.arm && !input.guest_viommu {
         DoorbellPolicy::KernelProgrammed {
             doorbell_iova: plan.doorbell_gpa,
         }
@@ -272,7 +299,8 @@ pub fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), String> {
             && r.strategy == plan.strategy.name()
             && r.write_through == plan.policy.name()
             && r.pgoff == plan.pgoff
-            && r.msi_window.map(|w| (w.start, w.last)) == window.map(|w| (w.start, w.last))
+            && r.msi_window.map(|w| (w.start, w.last))
+                == plan.strategy.msi_window().map(|w| (w.start, w.last))
             && r.verify.len() == plan.checks.len(),
         "report disagrees with the plan"
     );

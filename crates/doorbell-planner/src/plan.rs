@@ -42,6 +42,16 @@ pub enum Strategy {
         /// The vIMSIC region in guest physical space.
         region: IovaRange,
     },
+    /// RISC-V on a kernel whose IOMMU reports a software MSI window and maps every hart's
+    /// IMSIC page into it, host hart `h`'s at `window + h * 4 KiB` (the riscv64 test
+    /// kernel's patches 0002-0004, `docs/uapi.md` section 4): the vIMSIC goes at the window's
+    /// start, so guest hart `h`'s interrupt file has the IOVA of host hart `h`'s. The device
+    /// keeps the host's page and data (MSIs reach the guest through VFIO's eventfd, an irqfd
+    /// and a KVM MSI route to the guest's page); nothing is written through.
+    ImsicKernelWindow {
+        /// The host's software MSI window (the `msi` reserved region).
+        window: IovaRange,
+    },
 }
 
 impl Strategy {
@@ -51,6 +61,7 @@ impl Strategy {
             Strategy::UserWindow { .. } => "user-window",
             Strategy::KernelWindow { .. } => "kernel-window",
             Strategy::ImsicMsiPageTable { .. } => "imsic-msi-page-table",
+            Strategy::ImsicKernelWindow { .. } => "imsic-kernel-window",
         }
     }
 
@@ -59,6 +70,7 @@ impl Strategy {
         match self {
             Strategy::UserWindow { window } => Some(window.range()),
             Strategy::KernelWindow { window } => Some(*window),
+            Strategy::ImsicKernelWindow { window } => Some(*window),
             Strategy::ImsicMsiPageTable { .. } => None,
         }
     }
@@ -196,6 +208,19 @@ impl Plan {
             });
         };
         let expected = self.doorbell_gpa;
+        if let Strategy::ImsicKernelWindow { .. } = self.strategy {
+            // One page per host hart: the kernel programs the target hart's page.
+            if window.contains(observed) && observed.is_multiple_of(self.page_size.max(1)) {
+                return Ok(());
+            }
+            return Err(PlanError::DoorbellMismatch {
+                expected,
+                observed,
+                detail: format!(
+                    "not a page of the window {window}: the kernel does not map the harts' IMSIC pages there (patches 0003-0004 missing?)"
+                ),
+            });
+        }
         if observed == expected {
             return Ok(());
         }
@@ -797,7 +822,9 @@ impl<'a> Ctx<'a> {
             checks.push(RuntimeCheck::DefaultWindowReleased { window: default });
         }
         match policy {
-            DoorbellPolicy::KernelProgrammed { .. } | DoorbellPolicy::TableAddressWrite => {
+            DoorbellPolicy::KernelProgrammed { .. }
+            | DoorbellPolicy::KernelProgrammedWindow { .. }
+            | DoorbellPolicy::TableAddressWrite => {
                 if device.msix_mappable {
                     checks.push(RuntimeCheck::DeviceTableAddress {
                         expected: placement.doorbell,
@@ -882,10 +909,10 @@ impl<'a> Ctx<'a> {
                 ),
             });
         }
-        let (region, placed_why) = self.place_imsic()?;
         if !self.input.kernel.riscv_msi_remap {
-            return Err(PlanError::NoRiscvKernelStrategy { region });
+            return self.plan_riscv_kernel_window();
         }
+        let (region, placed_why) = self.place_imsic()?;
         let doorbell = region.start;
         let (policy, policy_why) = self.policy(doorbell)?;
         let mut checks = vec![RuntimeCheck::ControllerAddress { base: region.start }];
@@ -916,6 +943,81 @@ impl<'a> Ctx<'a> {
             region.start,
             region,
             doorbell,
+            policy,
+            None,
+            checks,
+            why,
+        ))
+    }
+
+    /// RISC-V without the MSI page table: the kernel's software MSI window, if the host has
+    /// exactly one `msi` region (else [`PlanError::NoRiscvKernelStrategy`]).
+    fn plan_riscv_kernel_window(mut self) -> Result<Plan, PlanError> {
+        let windows: Vec<IovaRange> = self
+            .input
+            .host
+            .reserved
+            .iter()
+            .filter(|r| r.kind == ReservedKind::Msi)
+            .map(|r| r.range)
+            .collect();
+        let [window] = windows.as_slice() else {
+            let (region, _) = self.place_imsic()?;
+            return Err(PlanError::NoRiscvKernelStrategy { region });
+        };
+        let window = *window;
+        if self.input.guest_viommu {
+            return Err(PlanError::InvalidInput {
+                what: "a guest vIOMMU with the RISC-V kernel window: the guest's gIOVA cannot reach the device (the host's page must stay in its table)".to_string(),
+            });
+        }
+        if let Some(base) = self.input.preferred_base
+            && base != window.start
+        {
+            return Err(PlanError::InvalidInput {
+                what: format!(
+                    "preferred vIMSIC base {base:#x}: with the kernel window the vIMSIC must start at the window {window}"
+                ),
+            });
+        }
+        self.check_ram_vs_reserved(None)?;
+        let region = self.frame_at(window.start, "vIMSIC region")?;
+        if region.last > window.last {
+            return Err(PlanError::InvalidInput {
+                what: format!(
+                    "vIMSIC region {region} is larger than the host's MSI window {window}"
+                ),
+            });
+        }
+        self.check_vs_guest("vIMSIC region", region)?;
+        self.check_vs_reserved("vIMSIC region", region, Some(window))?;
+        let policy = DoorbellPolicy::KernelProgrammedWindow {
+            start: window.start,
+            last: window.last,
+        };
+        let mut checks = vec![
+            RuntimeCheck::ControllerAddress { base: region.start },
+            RuntimeCheck::WindowReservedAfterAttach { window },
+        ];
+        if self.input.device.msix_mappable {
+            checks.push(RuntimeCheck::DeviceTableAddress {
+                expected: window.start,
+            });
+        }
+        self.notes.push(
+            "the kernel maps host hart h's IMSIC page at window + h * 4 KiB (riscv64 test kernel, patches 0003-0004); the planner cannot probe that, the device table check verifies it".to_string(),
+        );
+        let why = vec![
+            format!(
+                "vIMSIC region {region}: at the start of the host's software MSI window {window}, so guest hart h's interrupt file has the IOVA of host hart h's (AIA 1.0 3.6: one 4 KiB page per hart)"
+            ),
+            "the device keeps the address and data the host kernel programs (the target host hart's page, a host identity); the guest's vectors reach it through VFIO eventfds, irqfds and KVM MSI routes to its vIMSIC pages".to_string(),
+        ];
+        Ok(self.finish(
+            Strategy::ImsicKernelWindow { window },
+            region.start,
+            region,
+            region.start,
             policy,
             None,
             checks,
@@ -1000,6 +1102,7 @@ impl<'a> Ctx<'a> {
             write_through: policy.name().to_string(),
             kernel_doorbell_iova: match policy {
                 DoorbellPolicy::KernelProgrammed { doorbell_iova } => Some(doorbell_iova),
+                DoorbellPolicy::KernelProgrammedWindow { start, .. } => Some(start),
                 _ => None,
             },
             pgoff,

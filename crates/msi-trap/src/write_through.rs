@@ -28,6 +28,18 @@ pub enum DoorbellPolicy {
         /// The IOVA the kernel programs (its sw_msi window plus the doorbell page offset).
         doorbell_iova: u64,
     },
+    /// Like `KernelProgrammed`, for a controller with one doorbell page per CPU (the RISC-V
+    /// IMSIC behind the riscv64 test kernel's software MSI window, `docs/uapi.md` section
+    /// 4): the kernel programs the page of the host hart the vector targets, some page of
+    /// `[start, last]`, and the guest's address (its target vCPU's vIMSIC page, which the
+    /// VMM placed in the same window) is expected there too. Never written through: the
+    /// host's data is an identity of the host hart's file, so the host's page must stay.
+    KernelProgrammedWindow {
+        /// First IOVA of the window.
+        start: u64,
+        /// Last IOVA of the window.
+        last: u64,
+    },
     /// The kernel takes one IOVA per vector (`VFIO_IRQ_SET_DATA_MSI_IOVA`, proposed): the
     /// guest's address is that IOVA, set before the vector is (re)enabled.
     PerVectorIova,
@@ -43,6 +55,7 @@ impl DoorbellPolicy {
     pub fn name(&self) -> &'static str {
         match self {
             DoorbellPolicy::KernelProgrammed { .. } => "KernelProgrammed",
+            DoorbellPolicy::KernelProgrammedWindow { .. } => "KernelProgrammedWindow",
             DoorbellPolicy::PerVectorIova => "PerVectorIova",
             DoorbellPolicy::TableAddressWrite => "TableAddressWrite",
         }
@@ -149,6 +162,13 @@ pub fn program_address(
             guest_address: address,
             address_matches: address == doorbell_iova,
         }),
+        DoorbellPolicy::KernelProgrammedWindow { start, last } => {
+            Ok(DeviceProgram::KernelProgrammed {
+                vector,
+                guest_address: address,
+                address_matches: (start..=last).contains(&address),
+            })
+        }
         DoorbellPolicy::PerVectorIova => Ok(DeviceProgram::SetIova {
             vector,
             iova: address,
@@ -215,6 +235,32 @@ mod tests {
 
     fn bar(i: u8) -> BarIndex {
         BarIndex::new(i).unwrap()
+    }
+
+    #[test]
+    fn kernel_programmed_window_accepts_any_page_of_it() {
+        let p = DoorbellPolicy::KernelProgrammedWindow {
+            start: 0x800_0000,
+            last: 0x80f_ffff,
+        };
+        for (addr, inside) in [
+            (0x800_0000, true),
+            (0x800_1000, true),
+            (0x80f_ffff, true),
+            (0x810_0000, false),
+            (0x7ff_ffff, false),
+        ] {
+            assert_eq!(
+                program_address(p, 1, addr, None).unwrap(),
+                DeviceProgram::KernelProgrammed {
+                    vector: 1,
+                    guest_address: addr,
+                    address_matches: inside
+                },
+                "{addr:#x}"
+            );
+        }
+        assert_eq!(p.name(), "KernelProgrammedWindow");
     }
 
     #[test]

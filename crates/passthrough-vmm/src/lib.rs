@@ -78,8 +78,12 @@ mod reliability_glue;
 pub mod report;
 pub mod uart;
 pub mod vcpu_gate;
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
 pub mod vfio_open;
 pub mod viommu;
 #[cfg(target_arch = "aarch64")]
 pub mod vm;
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+pub mod vm_common;
+#[cfg(target_arch = "riscv64")]
+pub mod vm_riscv;

@@ -1,7 +1,7 @@
 // Copyright © 2026 The passthrough-msi authors
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! `passthrough-vmm`: boots an arm64 Linux guest under KVM. See `--help` and the crate
+//! `passthrough-vmm`: boots an arm64 or riscv64 Linux guest under KVM. See `--help` and the crate
 //! README. The exit status is the guest's (see `passthrough_vmm::report`).
 
 use std::process::ExitCode;
@@ -71,10 +71,26 @@ fn run(cfg: &VmmConfig) -> ExitCode {
     ExitCode::from(report.exit.exit_code)
 }
 
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(target_arch = "riscv64")]
+fn run(cfg: &VmmConfig) -> ExitCode {
+    let report = passthrough_vmm::vm_riscv::run(cfg);
+    eprint!("{}", report.summary());
+    if let Some(path) = &cfg.report
+        && let Err(e) = std::fs::write(path, report.to_json())
+    {
+        eprintln!(
+            "passthrough-vmm: writing the report to {}: {e}",
+            path.display()
+        );
+        return ExitCode::from(passthrough_vmm::report::EXIT_ERROR);
+    }
+    ExitCode::from(report.exit.exit_code)
+}
+
+#[cfg(not(any(target_arch = "aarch64", target_arch = "riscv64")))]
 fn run(_cfg: &VmmConfig) -> ExitCode {
     eprintln!(
-        "passthrough-vmm: the VMM runs on aarch64 only (this is {})",
+        "passthrough-vmm: the VMM runs on aarch64 and riscv64 only (this is {})",
         std::env::consts::ARCH
     );
     ExitCode::from(EXIT_USAGE)

@@ -72,6 +72,41 @@ pub fn apply_plan(layout: &mut MemoryLayout, plan: &Plan) -> Result<(), LayoutEr
     layout.validate()
 }
 
+/// The RISC-V guest map the doorbell planner must respect: RAM and every fixed MMIO range
+/// but the vIMSIC, which the planner places.
+pub fn guest_map_riscv(layout: &crate::layout_riscv::RiscvLayout) -> GuestMap {
+    let mmio = [
+        named("aplic", layout.aplic),
+        named("uart", layout.uart),
+        named("pcie-ecam", layout.ecam),
+        named("pcie-mmio32", layout.pci_mmio32),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    GuestMap {
+        ram: IovaRange::from_len(layout.ram.base, layout.ram.size)
+            .into_iter()
+            .collect(),
+        mmio,
+        ipa_bits: layout.gpa_bits,
+    }
+}
+
+/// Puts the vIMSIC where the plan says (hart 0's file at `plan.controller_base`) and records
+/// the plan's MSI window as the range only the vIMSIC may intersect; validates the result.
+pub fn apply_plan_riscv(
+    layout: &mut crate::layout_riscv::RiscvLayout,
+    plan: &Plan,
+) -> Result<(), LayoutError> {
+    layout.imsic.base = plan.controller_base;
+    layout.host_msi_window = plan.msi_window().and_then(|w| {
+        let size = w.len()?;
+        Some(Region::new(w.start, size))
+    });
+    layout.validate()
+}
+
 fn to_region(w: vfio_passthrough::BarWindow) -> Region {
     Region::new(w.gpa, w.size)
 }
@@ -399,6 +434,43 @@ mod tests {
         assert_eq!(l.its.base, 0x7ff_0000);
         assert_eq!(l.its_doorbell(), 0x800_0040);
         assert_eq!(l.host_msi_window, Some(Region::new(0x800_0000, 0x10_0000)));
+    }
+
+    /// The riscv64 test host (patched kernel: a software MSI window with one IMSIC page per
+    /// host hart): the planner puts the vIMSIC at the window's start and the layout takes it.
+    #[test]
+    fn the_riscv64_test_host_plan_applies_to_the_riscv_layout() {
+        let mut l = crate::layout_riscv::RiscvLayout::new(2, 256 << 20);
+        l.imsic.base = 0x2800_0000; // anywhere: the plan moves it
+        let mut input = PlanInput::new(ControllerGeometry::riscv_imsic(2), 0x1000);
+        input.guest = guest_map_riscv(&l);
+        input.device.msix_mappable = true;
+        // Without the window (upstream) there is no kernel strategy.
+        assert!(doorbell_planner::plan(&input).is_err());
+        input.host.reserved.push(ReservedRegion {
+            range: IovaRange::new(0x800_0000, 0x80f_ffff).unwrap(),
+            kind: ReservedKind::Msi,
+        });
+        let plan = doorbell_planner::plan(&input).unwrap();
+        assert_eq!(plan.strategy.name(), "imsic-kernel-window");
+        assert_eq!(
+            plan.policy,
+            msi_trap::write_through::DoorbellPolicy::KernelProgrammedWindow {
+                start: 0x800_0000,
+                last: 0x80f_ffff
+            }
+        );
+        doorbell_planner::check_plan(&input, &plan).unwrap();
+        // Host hart 1's page is a page of the window; an address outside it is not.
+        plan.check_device_address(0x800_1000).unwrap();
+        assert!(plan.check_device_address(0x2800_8000).is_err());
+        apply_plan_riscv(&mut l, &plan).unwrap();
+        assert_eq!(l.imsic, Region::new(0x800_0000, 0x2000));
+        assert_eq!(l.imsic_page(1), Some(0x800_1000));
+        assert_eq!(l.host_msi_window, Some(Region::new(0x800_0000, 0x10_0000)));
+        // RAM in the window is refused by the planner.
+        input.guest.ram = vec![IovaRange::from_len(0x800_0000, 0x10_0000).unwrap()];
+        assert!(doorbell_planner::plan(&input).is_err());
     }
 
     #[test]

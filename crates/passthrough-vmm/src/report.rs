@@ -142,6 +142,23 @@ pub struct Report {
     pub reliability: Option<crate::reliability::ReliabilityReport>,
     /// The vgic-its model checked against the in-kernel vITS (`--its-check on`, issue 17).
     pub its: Option<crate::its_check::ItsReport>,
+    /// RISC-V: the vIMSIC and KVM's AIA device (`its_base` and `its_doorbell` are then 0:
+    /// there is no vITS).
+    pub imsic: Option<ImsicSummary>,
+}
+
+/// The RISC-V guest's interrupt controllers, as KVM was given them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImsicSummary {
+    /// KVM's AIA mode (`emulation`, `hwaccel` or `auto`).
+    pub mode: String,
+    /// Each vCPU's vIMSIC page (its supervisor-level interrupt file), by vCPU index, as read
+    /// back from KVM (`KVM_DEV_RISCV_AIA_GRP_ADDR`).
+    pub pages: Vec<u64>,
+    /// `riscv,num-ids`.
+    pub ids: u32,
+    /// The APLIC's base.
+    pub aplic: u64,
 }
 
 impl Report {
@@ -193,7 +210,37 @@ impl Report {
             passthrough: None,
             reliability: None,
             its: None,
+            imsic: None,
         }
+    }
+
+    /// The report of a RISC-V run: the map is `layout`'s, the interrupt controllers are in
+    /// `imsic`, `its_base` and `its_doorbell` are 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_riscv(
+        cfg: &crate::cli::VmmConfig,
+        layout: &crate::layout_riscv::RiscvLayout,
+        boot: Option<BootPlan>,
+        exit: GuestExit,
+        collected: Collected,
+        mmio: MmioStats,
+        timings: Timings,
+    ) -> Self {
+        let mut arm = MemoryLayout::new(layout.cpus, layout.ram.size);
+        arm.ram = layout.ram;
+        let mut r = Report::new(cfg, &arm, boot, exit, collected, mmio, timings);
+        r.memory_map = layout
+            .regions()
+            .into_iter()
+            .map(|(kind, r)| MapEntry {
+                kind,
+                base: r.base,
+                size: r.size,
+            })
+            .collect();
+        r.its_base = 0;
+        r.its_doorbell = 0;
+        r
     }
 
     /// The report as pretty JSON.
@@ -216,11 +263,26 @@ impl Report {
                 e.kind
             );
         }
-        let _ = writeln!(
-            s,
-            "vITS at {:#x}, GITS_TRANSLATER (MSI doorbell) at {:#x}",
-            self.its_base, self.its_doorbell
-        );
+        match &self.imsic {
+            Some(i) => {
+                let pages: Vec<String> = i.pages.iter().map(|p| format!("{p:#x}")).collect();
+                let _ = writeln!(
+                    s,
+                    "vIMSIC (AIA {}, {} identities) pages {}, APLIC at {:#x}",
+                    i.mode,
+                    i.ids,
+                    pages.join(" "),
+                    i.aplic
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "vITS at {:#x}, GITS_TRANSLATER (MSI doorbell) at {:#x}",
+                    self.its_base, self.its_doorbell
+                );
+            }
+        }
         let how = match &self.exit.exit {
             GuestExit::Shutdown => "guest powered off".to_owned(),
             GuestExit::Reset => "guest reset".to_owned(),

@@ -83,18 +83,18 @@ fn a_device_that_is_not_there_is_an_error_in_the_report() {
     assert!(detail.contains("vfio-pci"), "{detail}");
 }
 
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(not(any(target_arch = "aarch64", target_arch = "riscv64")))]
 #[test]
-fn other_arches_say_aarch64_only() {
+fn other_arches_say_aarch64_and_riscv64_only() {
     let Some(out) = vmm(&["--kernel", "/k"]) else {
         return;
     };
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("runs on aarch64 only"), "{err}");
+    assert!(err.contains("runs on aarch64 and riscv64 only"), "{err}");
 }
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
 #[test]
 fn a_missing_kernel_is_an_error_in_the_report() {
     if !std::path::Path::new("/dev/kvm").exists() {

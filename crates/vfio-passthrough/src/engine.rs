@@ -602,6 +602,28 @@ impl<G: InterruptGroup> MsixEngine<G> {
         };
         if let (
             DeviceProgram::KernelProgrammed { guest_address, .. },
+            DoorbellPolicy::KernelProgrammedWindow { start, last },
+        ) = (program, policy)
+        {
+            // One page per host CPU (RISC-V IMSIC): any page of the window is the plan's.
+            if let Some(real) = device_address
+                && !(start..=last).contains(&real)
+            {
+                log::error!(
+                    "MSI-X vector {i}: the device uses doorbell {real:#x}, outside the planned \
+                     window {start:#x}..={last:#x}; the doorbell plan did not hold"
+                );
+                self.faults.address_mismatch += 1;
+            } else if !(start..=last).contains(&guest_address) {
+                log::debug!(
+                    "MSI-X vector {i}: the guest programmed {guest_address:#x}, outside the \
+                     window {start:#x}..={last:#x} of its interrupt controller"
+                );
+                self.faults.guest_address_not_doorbell += 1;
+            }
+        }
+        if let (
+            DeviceProgram::KernelProgrammed { guest_address, .. },
             DoorbellPolicy::KernelProgrammed { doorbell_iova },
         ) = (program, policy)
         {

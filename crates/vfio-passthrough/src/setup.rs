@@ -133,6 +133,18 @@ impl PreparedDevice {
     /// iommufd the device is bound to; the device must not be attached yet (the plan's
     /// window is set before the attach).
     pub fn from_bound(dev: VfioDevice, guest: GuestSetup) -> Result<Self> {
+        Self::from_bound_for(dev, guest, ControllerGeometry::GICV3_ITS)
+    }
+
+    /// [`from_bound`](Self::from_bound) for the guest's own MSI controller: the vITS
+    /// ([`ControllerGeometry::GICV3_ITS`]) or a vIMSIC
+    /// ([`ControllerGeometry::riscv_imsic`]). With a vIMSIC the device's MSI routes carry no
+    /// DeviceID (an IMSIC MSI is an address and an identity, RISC-V AIA 1.0 §3.5).
+    pub fn from_bound_for(
+        dev: VfioDevice,
+        guest: GuestSetup,
+        controller: ControllerGeometry,
+    ) -> Result<Self> {
         const OP: &str = "planning the doorbell";
         let (Some(iommufd), Some(dev_id)) = (dev.iommufd().cloned(), dev.dev_id()) else {
             return Err(vfio_cdev::Error::NotBound {
@@ -180,7 +192,7 @@ impl PreparedDevice {
         let has_msi = caps.as_ref().is_some_and(|l| l.msi().is_some());
 
         let page = host_page_size();
-        let mut input = PlanInput::new(ControllerGeometry::GICV3_ITS, page);
+        let mut input = PlanInput::new(controller, page);
         input.guest = guest.map;
         input.host.reserved = reserved;
         input.kernel = KernelCaps {
@@ -290,6 +302,10 @@ impl PreparedDevice {
             probes: self.probes,
             observed_doorbell: observed,
             mapped: Vec::new(),
+            devid_in_msis: matches!(
+                self.input.controller,
+                ControllerGeometry::ArmGicv3Its { .. }
+            ),
         })
     }
 }
@@ -341,6 +357,8 @@ pub struct AttachedDevice {
     probes: Probes,
     observed_doorbell: Option<u64>,
     mapped: Vec<IovaRange>,
+    /// Whether the guest's MSI controller takes a DeviceID (the ITS does, the IMSIC not).
+    devid_in_msis: bool,
 }
 
 impl AttachedDevice {
@@ -419,7 +437,7 @@ impl AttachedDevice {
 
     /// Step 3 for a VMM with its own interrupt manager: `group` is called once with the
     /// function's MSI-X vector count (0 without MSI-X) and returns the [`InterruptGroup`]
-    /// the device's vectors go through.
+    /// the device's vectors go through. `devid` is ignored for a vIMSIC (no DeviceID).
     pub fn into_device_with_group<G, F, M>(
         mut self,
         group: F,
@@ -459,7 +477,7 @@ impl AttachedDevice {
             parts.msix,
             pieces,
             PassthroughConfig {
-                devid: Some(devid),
+                devid: self.devid_in_msis.then_some(devid),
                 policy: self.plan.policy,
             },
         )
