@@ -199,11 +199,21 @@ pub fn describe(spec: &DeviceSpec) -> String {
     }
 }
 
+/// [`PassthroughReport::controller`] of a guest with a GICv3 ITS.
+pub const CONTROLLER_ITS: &str = "gicv3-its";
+/// [`PassthroughReport::controller`] of a guest with RISC-V IMSICs.
+pub const CONTROLLER_IMSIC: &str = "riscv-imsic";
+
 /// The passthrough part of the VMM's report.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PassthroughReport {
     /// The device as given on the command line.
     pub device: String,
+    /// The guest's MSI controller: `gicv3-its` (routes carry the DeviceID) or `riscv-imsic`
+    /// (routes name a vIMSIC page, no DeviceID; `devid` and the `its_*` fields then describe
+    /// the vIMSIC: `its_doorbell` is hart 0's page, `doorbell_at_its_ipa` whether the kernel
+    /// programmed one of the vIMSIC pages).
+    pub controller: &'static str,
     /// The guest slot and its ITS DeviceID.
     pub slot: String,
     /// The ITS DeviceID routes carry (`KVM_MSI_VALID_DEVID`).
@@ -304,30 +314,54 @@ impl PassthroughReport {
     pub fn summary(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "passthrough: {} at {} (ITS DeviceID {:#x})",
-            self.device, self.slot, self.devid
-        );
-        let _ = writeln!(
-            s,
-            "passthrough: strategy {}, vITS doorbell {:#x}, MSI window {}",
-            self.plan.strategy,
-            self.its_doorbell,
-            self.msi_window
-                .map_or("none".to_owned(), |(a, b)| format!("{a:#x}-{b:#x}"))
-        );
-        let _ = writeln!(
-            s,
-            "passthrough: kernel-programmed doorbell {} ({})",
-            self.observed_doorbell
-                .map_or("unreadable".to_owned(), |a| format!("{a:#x}")),
-            if self.doorbell_at_its_ipa {
-                "= the vITS doorbell IPA"
-            } else {
-                "MISMATCH"
-            }
-        );
+        let imsic = self.controller == CONTROLLER_IMSIC;
+        let window = self
+            .msi_window
+            .map_or("none".to_owned(), |(a, b)| format!("{a:#x}-{b:#x}"));
+        let observed = self
+            .observed_doorbell
+            .map_or("unreadable".to_owned(), |a| format!("{a:#x}"));
+        if imsic {
+            let _ = writeln!(
+                s,
+                "passthrough: {} at {} (IMSIC routes: vIMSIC page and EIID, no DeviceID)",
+                self.device, self.slot
+            );
+            let _ = writeln!(
+                s,
+                "passthrough: strategy {}, vIMSIC hart 0 page {:#x}, MSI window {window}",
+                self.plan.strategy, self.its_doorbell,
+            );
+            let _ = writeln!(
+                s,
+                "passthrough: kernel-programmed doorbell {observed} ({})",
+                if self.doorbell_at_its_ipa {
+                    "a host hart's page in the window = that hart's vIMSIC page IPA"
+                } else {
+                    "MISMATCH"
+                }
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "passthrough: {} at {} (ITS DeviceID {:#x})",
+                self.device, self.slot, self.devid
+            );
+            let _ = writeln!(
+                s,
+                "passthrough: strategy {}, vITS doorbell {:#x}, MSI window {window}",
+                self.plan.strategy, self.its_doorbell,
+            );
+            let _ = writeln!(
+                s,
+                "passthrough: kernel-programmed doorbell {observed} ({})",
+                if self.doorbell_at_its_ipa {
+                    "= the vITS doorbell IPA"
+                } else {
+                    "MISMATCH"
+                }
+            );
+        }
         for v in &self.vectors {
             let _ = writeln!(
                 s,

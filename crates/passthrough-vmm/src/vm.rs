@@ -675,6 +675,7 @@ impl Passthrough {
         let vectors = dev.enable_records();
         crate::passthrough::PassthroughReport {
             device: self.device.clone(),
+            controller: crate::passthrough::CONTROLLER_ITS,
             slot: crate::passthrough::PASSTHROUGH_SLOT.to_string(),
             devid: self.devid,
             plan: self.plan.report.clone(),

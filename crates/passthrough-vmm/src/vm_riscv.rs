@@ -653,6 +653,7 @@ impl Passthrough {
         let in_vimsic = |a: u64| layout.imsic.contains(a) && a.is_multiple_of(0x1000);
         crate::passthrough::PassthroughReport {
             device: self.device.clone(),
+            controller: crate::passthrough::CONTROLLER_IMSIC,
             slot: crate::passthrough::PASSTHROUGH_SLOT.to_string(),
             devid: 0,
             plan: self.plan.report.clone(),

@@ -423,6 +423,7 @@ fn check(inp: &Inputs, run: &Run, n: u32) {
     // The VMM opened and bound the device through vfio-ioctls (on its own iommufd and IOAS),
     // and the bring-up ran on a duplicate of that descriptor.
     assert_eq!(p["opened_by"], "vfio-ioctls", "{}", ctx());
+    assert_eq!(p["controller"], "gicv3-its", "{}", ctx());
     // The VMM registered the device's file with KVM, as VMMs do (KVM_DEV_VFIO_FILE_ADD).
     assert_eq!(p["kvm_vfio_files"], 1, "{}", ctx());
     // The physical doorbell is mapped at the vITS doorbell IPA.
@@ -583,6 +584,7 @@ fn check_viommu(inp: &Inputs, run: &Run) {
     let v = &p["viommu"];
     let doorbell = u64_of(&r["its_doorbell"]);
     assert_eq!(p["opened_by"], "vfio-ioctls", "{}", ctx());
+    assert_eq!(p["controller"], "gicv3-its", "{}", ctx());
     assert_eq!(v["kind"], "smmuv3", "{}", ctx());
     assert_eq!(v["guest_enabled"], true, "{}", ctx());
     assert_eq!(v["guest_stage1"], true, "{}", ctx());

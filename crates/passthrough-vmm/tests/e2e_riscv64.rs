@@ -299,6 +299,7 @@ fn riscv64_end_to_end_with_the_igb_passed_through() {
     assert!(l1_replies >= 1, "L1's pings to L2 got no reply\n{}", ctx());
     // The plan: the vIMSIC at the kernel's window, and KVM has it there.
     let p = &r["passthrough"];
+    assert_eq!(p["controller"], "riscv-imsic", "{}", ctx());
     assert_eq!(p["plan"]["strategy"], "imsic-kernel-window", "{}", ctx());
     assert_eq!(
         p["msi_window"],
