@@ -23,6 +23,9 @@
 #      like a VMM, irqfd MSIs taken by a vCPU, and the IMSIC model checked against KVM; then,
 #      in a second boot, an igb on vfio-pci behind the RISC-V IOMMU raising MSI-X through
 #      iommufd's software MSI window to every hart (the riscv64 kernel's patches 0002-0004);
+#      then the riscv64 end-to-end test on the patched riscv64 kernel: passthrough-vmm boots a
+#      2-vCPU riscv64 guest with in-kernel AIA and the igb passed through (pings both ways,
+#      MSI-X interrupt counts rising, the vIMSIC at the start of the software MSI window);
 #   7. a short run of every fuzz target (FUZZ_SECONDS each, default 20).
 # The kernel is $TESTHOST_KERNEL, else ../shared/kernel/Image-arm64 beside the repository,
 # else built once per machine from tests/testhost/kernel/. The viommu kernel is
@@ -117,6 +120,12 @@ env -u TESTHOST_KERNEL TESTHOST_KERNEL_VARIANT=patched \
 # Cold: about 12 minutes on 2 cores (tests/testhost/README.md, "riscv64"); warm: under a minute.
 step "riscv64 test host: KVM's AIA like a VMM, the IMSIC model against KVM, MSI-X through the RISC-V IOMMU"
 bash tests/testhost/run-riscv64.sh testhost kvm-aia vfio-cdev
+
+# The passthrough needs the patched riscv64 kernel (0002-0004), whatever the tier above used.
+# Warm: about 30 s of L1 plus the riscv64 cross build of passthrough-vmm.
+step "riscv64 end to end: passthrough-vmm boots a riscv64 guest with an igb passed through"
+env -u TESTHOST_KERNEL_RISCV64 TESTHOST_RISCV64_VARIANT=patched \
+  cargo run -q -p passthrough-vmm --example testhost_e2e_riscv64
 # --- end of the riscv64 tier ---------------------------------------------------------------------
 
 step "fuzzing: every target for a short while"
