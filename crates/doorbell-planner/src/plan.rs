@@ -112,6 +112,13 @@ pub enum RuntimeCheck {
         /// The address the plan expects.
         expected: u64,
     },
+    /// Like [`RuntimeCheck::DeviceTableAddress`] for a controller with one doorbell page per
+    /// host CPU (RISC-V IMSIC, [`Strategy::ImsicKernelWindow`]): the entry must hold a page
+    /// of `window`, the page of the host hart the vector targets.
+    DeviceTablePageInWindow {
+        /// The software MSI window.
+        window: IovaRange,
+    },
     /// Before enabling each vector, hand the guest's address to VFIO with
     /// `VFIO_IRQ_SET_DATA_MSI_IOVA | VFIO_IRQ_SET_ACTION_PREPARE`.
     SetIovaBeforeEnable,
@@ -125,7 +132,7 @@ impl fmt::Display for RuntimeCheck {
         match self {
             RuntimeCheck::ControllerAddress { base } => write!(
                 f,
-                "KVM must accept the controller frame at {base:#x} (vITS: KVM_VGIC_ITS_ADDR_TYPE)"
+                "KVM must accept the controller frame at {base:#x} (vITS: KVM_VGIC_ITS_ADDR_TYPE; vIMSIC: KVM_DEV_RISCV_AIA_ADDR_IMSIC of each vCPU)"
             ),
             RuntimeCheck::SetWindowBeforeAttach { window } => write!(
                 f,
@@ -143,6 +150,10 @@ impl fmt::Display for RuntimeCheck {
             RuntimeCheck::DeviceTableAddress { expected } => write!(
                 f,
                 "after VFIO enables the first vector, the device's MSI-X table (MSIX_MAPPABLE mapping) must hold address {expected:#x}; if the kernel used another doorbell page the plan is wrong: error"
+            ),
+            RuntimeCheck::DeviceTablePageInWindow { window } => write!(
+                f,
+                "after VFIO enables the first vector, the device's MSI-X table (MSIX_MAPPABLE mapping) must hold a page of {window} (the target host hart's IMSIC page); any other address means the kernel does not map the harts' pages there: error"
             ),
             RuntimeCheck::SetIovaBeforeEnable => write!(
                 f,
@@ -196,7 +207,8 @@ impl Plan {
         self.strategy.msi_window()
     }
 
-    /// The run-time check of [`RuntimeCheck::DeviceTableAddress`]: `observed` is the address
+    /// The run-time check of [`RuntimeCheck::DeviceTableAddress`] and
+    /// [`RuntimeCheck::DeviceTablePageInWindow`]: `observed` is the address
     /// the device's first enabled MSI-X entry holds after VFIO enabled it (before any
     /// write-through rewrite). Says which doorbell page the kernel used when it is not the
     /// assumed one.
@@ -1000,9 +1012,7 @@ impl<'a> Ctx<'a> {
             RuntimeCheck::WindowReservedAfterAttach { window },
         ];
         if self.input.device.msix_mappable {
-            checks.push(RuntimeCheck::DeviceTableAddress {
-                expected: window.start,
-            });
+            checks.push(RuntimeCheck::DeviceTablePageInWindow { window });
         }
         self.notes.push(
             "the kernel maps host hart h's IMSIC page at window + h * 4 KiB (riscv64 test kernel, patches 0003-0004); the planner cannot probe that, the device table check verifies it".to_string(),
@@ -1102,7 +1112,6 @@ impl<'a> Ctx<'a> {
             write_through: policy.name().to_string(),
             kernel_doorbell_iova: match policy {
                 DoorbellPolicy::KernelProgrammed { doorbell_iova } => Some(doorbell_iova),
-                DoorbellPolicy::KernelProgrammedWindow { start, .. } => Some(start),
                 _ => None,
             },
             pgoff,

@@ -96,6 +96,11 @@ impl fmt::Display for Report {
         write!(f, "  write-through:    {}", self.write_through)?;
         if let Some(iova) = self.kernel_doorbell_iova {
             write!(f, " (kernel programs {iova:#x})")?;
+        } else if self.write_through == "KernelProgrammedWindow" {
+            write!(
+                f,
+                " (kernel programs the target host hart's page of the window)"
+            )?;
         }
         writeln!(f)?;
         if let Some(pgoff) = self.pgoff {

@@ -895,3 +895,81 @@ fn reserved_region_inside_the_kernel_window() {
         "{e}"
     );
 }
+
+/// The riscv64 test kernel (patches 0002-0004): one software MSI window holding every host
+/// hart's IMSIC page, and no MSI page table.
+#[test]
+fn riscv_kernel_window() {
+    let mut input = riscv(2);
+    input.host.reserved.push(smmu_msi());
+    let p = plan_ok(&input);
+    assert_eq!(
+        p.strategy,
+        Strategy::ImsicKernelWindow {
+            window: range(0x800_0000, 0x80f_ffff)
+        }
+    );
+    assert_eq!(p.strategy.name(), "imsic-kernel-window");
+    assert_eq!(p.controller_frame, range(0x800_0000, 0x800_1fff));
+    assert_eq!(p.doorbell_gpa, 0x800_0000);
+    assert_eq!(
+        p.policy,
+        DoorbellPolicy::KernelProgrammedWindow {
+            start: 0x800_0000,
+            last: 0x80f_ffff
+        }
+    );
+    assert_eq!(p.pgoff, None);
+    assert!(p.checks.contains(&RuntimeCheck::DeviceTablePageInWindow {
+        window: range(0x800_0000, 0x80f_ffff)
+    }));
+    // Any host hart's page of the window; nothing else.
+    for ok in [0x800_0000, 0x800_1000, 0x80f_f000] {
+        assert!(p.check_device_address(ok).is_ok(), "{ok:#x}");
+    }
+    for bad in [0x800_0040, 0x810_0000, 0x2800_0000, 0] {
+        assert!(
+            matches!(
+                p.check_device_address(bad),
+                Err(PlanError::DoorbellMismatch { .. })
+            ),
+            "{bad:#x}"
+        );
+    }
+    let text = p.report.to_string();
+    assert!(
+        text.contains("kernel programs the target host hart's page of the window"),
+        "{text}"
+    );
+    assert!(!text.contains("must hold address 0x8000000"), "{text}");
+
+    // A guest vIOMMU cannot use it, nor a vIMSIC placed elsewhere.
+    let mut viommu = input.clone();
+    viommu.guest_viommu = true;
+    assert!(matches!(plan(&viommu), Err(PlanError::InvalidInput { .. })));
+    let mut elsewhere = input.clone();
+    elsewhere.preferred_base = Some(0x2800_0000);
+    assert!(matches!(
+        plan(&elsewhere),
+        Err(PlanError::InvalidInput { .. })
+    ));
+    elsewhere.preferred_base = Some(0x800_0000);
+    plan_ok(&elsewhere);
+    // Guest RAM over the window is refused.
+    let mut ram = input.clone();
+    ram.guest.ram.push(range(0x7f0_0000, 0x80f_ffff));
+    assert!(plan(&ram).is_err());
+    // Two MSI regions: no single window to follow.
+    let mut two = input.clone();
+    two.host
+        .reserved
+        .push(region(0x900_0000, 0x90f_ffff, ReservedKind::Msi));
+    assert!(matches!(
+        plan(&two),
+        Err(PlanError::NoRiscvKernelStrategy { .. })
+    ));
+    // More harts than the 1 MiB window has pages.
+    let mut big = riscv(512);
+    big.host.reserved.push(smmu_msi());
+    assert!(plan(&big).is_err());
+}
