@@ -274,7 +274,9 @@ fn riscv64_end_to_end_with_the_igb_passed_through() {
             }
         })
     };
-    let cmdline = format!("console=ttyS0 earlycon panic=-1 quiet e2e_peer={l1_addr} e2e_linger=10");
+    let cmdline = format!(
+        "console=ttyS0 earlycon panic=-1 quiet e2e_peer={l1_addr} e2e_linger=10 e2e_move=1"
+    );
     let run = run_vmm(
         "passthrough",
         &["--cpus", "2", "--device", &device],
@@ -297,6 +299,16 @@ fn riscv64_end_to_end_with_the_igb_passed_through() {
         ctx()
     );
     assert!(l1_replies >= 1, "L1's pings to L2 got no reply\n{}", ctx());
+    // Every vector moved to the other vCPU: the guest rewrote its address (the other
+    // vIMSIC page) and EIID, the VMM followed with the route, and interrupts kept coming on
+    // the new vCPU (the init fails the run otherwise).
+    assert_eq!(g["move_targets"], g["msix_vectors"], "{}", ctx());
+    assert!(g["moved"].as_u64().unwrap_or(0) >= 1, "{}", ctx());
+    assert!(
+        g["ping_received_after_move"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        ctx()
+    );
     // The plan: the vIMSIC at the kernel's window, and KVM has it there.
     let p = &r["passthrough"];
     assert_eq!(p["controller"], "riscv-imsic", "{}", ctx());

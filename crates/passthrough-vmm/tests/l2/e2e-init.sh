@@ -17,6 +17,11 @@
 # per-device ITS-PCI-MSIX domain, Linux IRQ, CPU from effective_affinity_list) and waiting
 # for the VMM's answer on the console: once as booted, once after moving every vector's IRQ
 # to the next CPU through /proc/irq/N/smp_affinity (the ITS driver's MOVI).
+#
+# With e2e_move=1 (any controller; the riscv64 run uses it) it moves every vector's IRQ to
+# the next CPU, pings again and counts the vectors that now sit on their new CPU and whose
+# count rose there: the guest rewrote the vector's address (the new CPU's doorbell, e.g. its
+# vIMSIC page) and data, and the VMM must have followed with the route.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -27,6 +32,7 @@ viommu=0
 rebind=0
 negative=0
 its=0
+move=0
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	e2e_peer=*) peer="${arg#e2e_peer=}" ;;
@@ -35,6 +41,7 @@ for arg in $(cat /proc/cmdline); do
 	e2e_rebind=*) rebind="${arg#e2e_rebind=}" ;;
 	e2e_negative=*) negative="${arg#e2e_negative=}" ;;
 	e2e_its=*) its="${arg#e2e_its=}" ;;
+	e2e_move=*) move="${arg#e2e_move=}" ;;
 	esac
 done
 status=0
@@ -192,9 +199,48 @@ if [ "$its" = 1 ] && [ -n "$dev" ] && [ -d "$dev/msi_irqs" ]; then
 	its_request after
 fi
 
+# Every vector to the next CPU, then pings: a vector whose IRQ fired after the move counts
+# as moved when its effective CPU is the new one and its count on that CPU rose (some
+# controllers, the RISC-V IMSIC among them, complete a move at the vector's next interrupt).
+irq_on() {
+	awk -v n="$1:" -v c="$2" '$1 == n { v = $(c + 2) } END { print v + 0 }' /proc/interrupts
+}
+moved=0
+move_targets=0
+received3=0
+if [ "$move" = 1 ] && [ "$iface" != none ] && [ -d "$dev/msi_irqs" ]; then
+	if [ "$cpus" -ge 2 ]; then
+		targets=
+		for irq in $(ls "$dev/msi_irqs"); do
+			to=$((($(its_cpu "$irq") + 1) % cpus))
+			printf '%x\n' $((1 << to)) >"/proc/irq/$irq/smp_affinity" ||
+				fail "IRQ $irq: smp_affinity refused CPU $to"
+			targets="$targets $irq:$to:$(irq_on "$irq" "$to")"
+			move_targets=$((move_targets + 1))
+		done
+		saved=$received
+		up_and_ping
+		received3=$received
+		received=$saved
+		for t in $targets; do
+			irq=${t%%:*}
+			rest=${t#*:}
+			to=${rest%%:*}
+			was=${rest#*:}
+			if [ "$(its_cpu "$irq")" = "$to" ] && [ "$(irq_on "$irq" "$to")" -gt "$was" ]; then
+				moved=$((moved + 1))
+			fi
+		done
+		[ "$received3" -ge 1 ] || fail "no ping replies after moving the vectors"
+		[ "$moved" -ge 1 ] || fail "no vector took an interrupt on its new CPU after the move"
+	else
+		fail "only $cpus CPU: moving vectors needs 2"
+	fi
+fi
+
 lines=$(grep "$iface" /proc/interrupts | tr -s ' ' | sed 's/"/ /g' | tr '\n' '|')
-printf '@@VMM result {"driver":"%s","iface":"%s","msix_vectors":%s,"reserved_memory":%s,"peer":"%s","ping_sent":%s,"ping_received":%s,"irq_before":%s,"irq_after":%s,"iommu":"%s","iommu_domain":"%s","rebound":%s,"irq_before_rebind":%s,"irq_after_rebind":%s,"ping_received_after_rebind":%s,"cpus":%s,"its_moved":%s,"interrupts":"%s","errors":"%s","notes":"%s"}\n' \
-	"$driver" "$iface" "$vectors" "$resv" "$peer" "$count" "$received" "$before" "$after" "$smmu" "$domain" "$rebound" "$before2" "$after2" "$received2" "$cpus" "$its_moved" "$lines" "$errors" "$notes"
+printf '@@VMM result {"driver":"%s","iface":"%s","msix_vectors":%s,"reserved_memory":%s,"peer":"%s","ping_sent":%s,"ping_received":%s,"irq_before":%s,"irq_after":%s,"iommu":"%s","iommu_domain":"%s","rebound":%s,"irq_before_rebind":%s,"irq_after_rebind":%s,"ping_received_after_rebind":%s,"cpus":%s,"its_moved":%s,"move_targets":%s,"moved":%s,"ping_received_after_move":%s,"interrupts":"%s","errors":"%s","notes":"%s"}\n' \
+	"$driver" "$iface" "$vectors" "$resv" "$peer" "$count" "$received" "$before" "$after" "$smmu" "$domain" "$rebound" "$before2" "$after2" "$received2" "$cpus" "$its_moved" "$move_targets" "$moved" "$received3" "$lines" "$errors" "$notes"
 # Stay reachable so that L1 can ping this guest.
 sleep "$linger"
 echo "@@VMM status $status"
