@@ -225,11 +225,23 @@ pub enum PlanError {
 
     /// RISC-V: the vIMSIC was placed, but no kernel path delivers a device MSI to it.
     #[error(
-        "plan doorbell: the vIMSIC fits at {region}, but no kernel strategy exists for RISC-V: IOMMU MSI remapping to guest interrupt files is an out-of-tree RFC; pass KernelCaps::riscv_msi_remap only on a kernel that has it"
+        "plan doorbell: the vIMSIC fits at {region}, but no kernel strategy applies for RISC-V: the host reports no single software MSI window (the riscv64 test kernel's patches 0003-0004 add one) and no MSI page table path (KernelCaps::riscv_msi_remap, an out-of-tree RFC)"
     )]
     NoRiscvKernelStrategy {
         /// Where the vIMSIC would have been placed.
         region: IovaRange,
+    },
+
+    /// RISC-V kernel window: the vIMSIC must start the host's software MSI window, but the
+    /// window's start is not aligned as a vIMSIC base must be.
+    #[error(
+        "plan doorbell: the host's software MSI window {window} is not {align:#x} aligned, so no vIMSIC can start there (AIA 1.0 3.6: the hart and guest index bits of the base are zero)"
+    )]
+    ImsicWindowMisaligned {
+        /// The host's software MSI window.
+        window: IovaRange,
+        /// The alignment the vIMSIC region needs.
+        align: u64,
     },
 
     /// The guest's address cannot reach the device and no firmware workaround applies.

@@ -12,8 +12,8 @@ use msi_trap::write_through::DoorbellPolicy;
 
 use crate::error::PlanError;
 use crate::input::{
-    Geometry, MAX_GUEST_RANGES, MAX_HOST_REGIONS, MAX_SW_MSI_PAGES, PlanInput, SW_MSI_ALIGN,
-    StrategyChoice,
+    ControllerGeometry, Geometry, IMSIC_PAGE_SIZE, MAX_GUEST_RANGES, MAX_HOST_REGIONS,
+    MAX_SW_MSI_PAGES, PlanInput, SW_MSI_ALIGN, StrategyChoice,
 };
 use crate::report::{Report, ReportRange, ReportWindow};
 use crate::space;
@@ -993,6 +993,12 @@ impl<'a> Ctx<'a> {
             });
         }
         self.check_ram_vs_reserved(None)?;
+        if !window.start.is_multiple_of(self.geom.align) {
+            return Err(PlanError::ImsicWindowMisaligned {
+                window,
+                align: self.geom.align,
+            });
+        }
         let region = self.frame_at(window.start, "vIMSIC region")?;
         if region.last > window.last {
             return Err(PlanError::InvalidInput {
@@ -1017,10 +1023,22 @@ impl<'a> Ctx<'a> {
         self.notes.push(
             "the kernel maps host hart h's IMSIC page at window + h * 4 KiB (riscv64 test kernel, patches 0003-0004); the planner cannot probe that, the device table check verifies it".to_string(),
         );
+        let stride = match self.input.controller {
+            ControllerGeometry::RiscvImsic {
+                guest_index_bits, ..
+            } => IMSIC_PAGE_SIZE << guest_index_bits,
+            ControllerGeometry::ArmGicv3Its { .. } => IMSIC_PAGE_SIZE,
+        };
         let why = vec![
-            format!(
-                "vIMSIC region {region}: at the start of the host's software MSI window {window}, so guest hart h's interrupt file has the IOVA of host hart h's (AIA 1.0 3.6: one 4 KiB page per hart)"
-            ),
+            if stride == IMSIC_PAGE_SIZE {
+                format!(
+                    "vIMSIC region {region}: at the start of the host's software MSI window {window}, so guest hart h's interrupt file has the IOVA of host hart h's (AIA 1.0 3.6: one 4 KiB page per hart)"
+                )
+            } else {
+                format!(
+                    "vIMSIC region {region}: at the start of the host's software MSI window {window}, in its IOVA hole; with guest interrupt files a hart's supervisor file is every {stride:#x} bytes (AIA 1.0 3.6), so guest hart h's page is not host hart h's"
+                )
+            },
             "the device keeps the address and data the host kernel programs (the target host hart's page, a host identity); the guest's vectors reach it through VFIO eventfds, irqfds and KVM MSI routes to its vIMSIC pages".to_string(),
         ];
         Ok(self.finish(

@@ -31,6 +31,11 @@
 //!   descriptor beyond the DeviceID range walked before the last DTE was recorded, so a
 //!   store and load gave a different image; only descriptors that can hold a DeviceID are
 //!   recorded now (the others are still walked, as KVM walks them).
+//! - `planner/crash-ce47…` (issue 19, a `doorbell-planner` bug, fixed in
+//!   `plan_riscv_kernel_window`): the `imsic-kernel-window` strategy put the vIMSIC at the
+//!   start of a host software MSI window that was only 4 KiB aligned (0x970001000), below
+//!   the alignment a 4-hart vIMSIC base needs (AIA 1.0 3.6); `check_plan` refused the plan.
+//!   The planner now refuses such a window (`PlanError::ImsicWindowMisaligned`).
 
 use std::path::PathBuf;
 
