@@ -176,6 +176,20 @@ pub fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), String> {
                 plan.pgoff.is_none(),
                 "pgoff reported for the per-hart IMSIC window"
             );
+            // Like the Arm windows: the device's MSI writes land anywhere in it, so no
+            // guest RAM or MMIO may share it.
+            for (name, g) in input
+                .guest
+                .ram
+                .iter()
+                .map(|r| ("RAM", *r))
+                .chain(input.guest.mmio.iter().map(|m| (m.name.as_str(), m.range)))
+            {
+                ensure!(
+                    !window.overlaps(&g),
+                    "MSI window {window} overlaps guest {name:?} {g}"
+                );
+            }
             // The frame may sit in the window (it is the window's own region); the pgoff
             // arithmetic of the ITS does not apply.
             (None, Some(window), None)

@@ -999,6 +999,7 @@ impl<'a> Ctx<'a> {
                 align: self.geom.align,
             });
         }
+        self.check_vs_guest("software MSI window", window)?;
         let region = self.frame_at(window.start, "vIMSIC region")?;
         if region.last > window.last {
             return Err(PlanError::InvalidInput {

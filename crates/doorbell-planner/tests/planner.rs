@@ -1011,3 +1011,22 @@ fn riscv_kernel_window_needs_an_aligned_window() {
         p.report.why
     );
 }
+
+/// Found by the `planner` fuzz target: guest MMIO inside the host's software MSI window
+/// (device writes there would be MSIs) is refused, as on Arm, and `check_plan` says so.
+#[test]
+fn riscv_kernel_window_refuses_guest_mmio_in_the_window() {
+    let mut input = riscv(2);
+    input.host.reserved.push(smmu_msi());
+    let good = plan_ok(&input);
+    input
+        .guest
+        .mmio
+        .push(NamedRange::new("bar", range(0x80f_0000, 0x80f_ffff)));
+    let e = plan(&input).unwrap_err();
+    assert!(
+        matches!(e, PlanError::Overlap { ref what, .. } if what == "software MSI window"),
+        "{e}"
+    );
+    assert!(check_plan(&input, &good).is_err());
+}

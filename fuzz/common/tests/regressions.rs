@@ -36,6 +36,10 @@
 //!   start of a host software MSI window that was only 4 KiB aligned (0x970001000), below
 //!   the alignment a 4-hart vIMSIC base needs (AIA 1.0 3.6); `check_plan` refused the plan.
 //!   The planner now refuses such a window (`PlanError::ImsicWindowMisaligned`).
+//! - `planner/crash-7e86…` (issue 19, `doorbell-planner`, fixed in
+//!   `plan_riscv_kernel_window` and `check_plan`): guest MMIO inside the host's software MSI
+//!   window was accepted by `imsic-kernel-window` (the Arm kernel window refuses it), and
+//!   `check_plan` did not look at that window. Both refuse it now.
 
 use std::path::PathBuf;
 
