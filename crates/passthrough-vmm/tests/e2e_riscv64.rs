@@ -204,6 +204,22 @@ fn busybox(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Brings L1's NIC up and waits (up to 20 s) for its link-local address to leave duplicate
+/// address detection: a tentative address answers no neighbour solicitation and sends no
+/// ping.
+fn l1_up(iface: &str) {
+    busybox(&["ip", "link", "set", iface, "up"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let (_, a) = busybox(&["ip", "-6", "addr", "show", "dev", iface, "scope", "link"]);
+        if a.contains("inet6") && !a.contains("tentative") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("L1's {iface} has no usable link-local address after 20 s");
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
@@ -253,8 +269,7 @@ fn riscv64_end_to_end_with_the_igb_passed_through() {
     ))
     .expect("L1 MAC");
     let l2_addr = link_local(&testhost::qemu::nic_mac(index)).expect("L2 MAC");
-    busybox(&["ip", "link", "set", &l1_iface, "up"]);
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    l1_up(&l1_iface);
 
     // L1 pings L2 while it runs.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -286,7 +301,16 @@ fn riscv64_end_to_end_with_the_igb_passed_through() {
     let _ = pinger.join();
     let l1_replies = replies.load(std::sync::atomic::Ordering::SeqCst);
     let r = &run.report;
-    let ctx = || format!("L1 got {l1_replies} replies\n{}", context(&run));
+    // L1's side of the link, for a failure's context: its address (still tentative? DAD
+    // failed?) and what it knows of L2.
+    let (_, l1_addrs) = busybox(&["ip", "-6", "addr", "show", "dev", &l1_iface]);
+    let (_, l1_neigh) = busybox(&["ip", "-6", "neigh", "show", "dev", &l1_iface]);
+    let ctx = || {
+        format!(
+            "L1 got {l1_replies} replies\nL1 {l1_iface} addresses:\n{l1_addrs}\nL1 neighbours:\n{l1_neigh}\n{}",
+            context(&run)
+        )
+    };
     let g = guest_result(r);
     assert_eq!(g["errors"], "", "{}", ctx());
     assert_eq!(r["exit"]["guest_status"], 0, "{}", ctx());

@@ -133,7 +133,14 @@ if [ "$iface" != none ]; then
 	up_and_ping
 	after=$(irqs)
 fi
-[ "$received" -ge 1 ] || fail "no ping replies from $peer"
+# On failure, say what the guest's side of the link looked like (address state, neighbours).
+link_state() {
+	{
+		ip -6 addr show dev "$iface" scope link
+		ip -6 neigh show dev "$iface"
+	} 2>&1 | tr -s ' \n' ' ' | sed 's/"/ /g'
+}
+[ "$received" -ge 1 ] || fail "no ping replies from $peer (L2 $iface: $(link_state))"
 [ "$after" -gt "$before" ] || fail "the NIC's interrupt counts did not rise ($before -> $after)"
 
 # Unbind and rebind the driver (MSI-X torn down and set up again), then ping again.
