@@ -13,6 +13,10 @@
 //! the harness's router equal the deliverable vectors whenever no batch is due, batches
 //! and deliveries match the model, reads return the model's image, signals have the
 //! model's outcome, write-through carries the address only and never depends on data.
+//! Write-through is asked under every [`PolicyChoice`], `KernelProgrammedWindow` with any
+//! `start`/`last` included (issue 19): `TableAddressWrite` is refused (no table), the
+//! kernel-programmed policies program nothing and report `address_matches` as the model's
+//! test (`address == doorbell`, or `start <= address <= last`).
 
 use std::collections::BTreeMap;
 
@@ -455,7 +459,7 @@ impl Run {
     }
 
     fn check_programs(&self, choice: PolicyChoice) {
-        let policy = choice.policy_for_msi();
+        let policy = choice.policy();
         let all = self.msi.device_program(policy);
         let for_batch = self.msi.device_program_for(policy, &self.last_batch);
         if choice == PolicyChoice::TableWrite {
@@ -474,11 +478,28 @@ impl Run {
                 self.model.deliverable(v),
                 "program for undeliverable vector {v}"
             );
+            let addr = self.model.address();
             match *p {
-                DeviceProgram::KernelProgrammed { guest_address, .. } => {
-                    assert_eq!(guest_address, self.model.address())
+                DeviceProgram::KernelProgrammed {
+                    guest_address,
+                    address_matches,
+                    ..
+                } => {
+                    assert_eq!(guest_address, addr);
+                    let Some(want) = choice.address_matches(addr) else {
+                        panic!("KernelProgrammed under {choice:?}");
+                    };
+                    assert_eq!(
+                        address_matches, want,
+                        "address_matches of {addr:#x} under {choice:?}"
+                    );
+                    // Nothing is written through: the device keeps the kernel's address.
+                    assert_eq!(p.device_address(), None);
                 }
-                DeviceProgram::SetIova { iova, .. } => assert_eq!(iova, self.model.address()),
+                DeviceProgram::SetIova { iova, .. } => {
+                    assert_eq!(choice, PolicyChoice::PerVector, "SetIova: {p:?}");
+                    assert_eq!(iova, addr);
+                }
                 DeviceProgram::WriteTableAddress(_) => panic!("MSI table write: {p:?}"),
             }
         }
@@ -578,20 +599,6 @@ impl Run {
     }
 }
 
-impl PolicyChoice {
-    /// The policy to ask MSI for (the same mapping as MSI-X).
-    fn policy_for_msi(self) -> msi_trap::write_through::DoorbellPolicy {
-        use msi_trap::write_through::DoorbellPolicy;
-        match self {
-            PolicyChoice::Kernel(doorbell_iova) => {
-                DoorbellPolicy::KernelProgrammed { doorbell_iova }
-            }
-            PolicyChoice::PerVector => DoorbellPolicy::PerVectorIova,
-            PolicyChoice::TableWrite => DoorbellPolicy::TableAddressWrite,
-        }
-    }
-}
-
 /// Replays one input, panicking on the first broken invariant.
 pub fn run(input: &MsiInput) {
     let Ok(cap) = MsiCapability::from_registers(input.cap_offset(), 0, input.control) else {
@@ -643,6 +650,36 @@ pub fn seeds() -> Vec<(&'static str, MsiInput)> {
         MsiOp::Snapshot { adopt: true },
         MsiOp::Reset,
     ]);
+    // RISC-V (issue 19): the guest's vIMSIC page in the host's software MSI window, asked
+    // under windows that hold it, do not (inverted, or above it), and every address; then
+    // an address outside every window.
+    let window = |start, last| MsiOp::Program(PolicyChoice::KernelWindow { start, last });
+    let mut imsic = vec![
+        MsiOp::Setup {
+            address: 0x2800_1000,
+            data: 0x20,
+            mme: 2,
+            enable: true,
+        },
+        MsiOp::Commit,
+        window(0x2800_0000, 0x2800_3fff),
+        window(0x2800_3fff, 0x2800_0000),
+        window(0x2800_2000, 0x2800_2fff),
+        window(0, u64::MAX),
+        MsiOp::Mask(0b10),
+        MsiOp::Commit,
+        window(0x2800_1000, 0x2800_1000),
+    ];
+    imsic.extend([
+        MsiOp::Setup {
+            address: 0x0800_0040,
+            data: 0x20,
+            mme: 2,
+            enable: true,
+        },
+        MsiOp::Commit,
+        window(0x2800_0000, 0x2800_3fff),
+    ]);
     vec![
         (
             "msi32_single",
@@ -683,6 +720,14 @@ pub fn seeds() -> Vec<(&'static str, MsiInput)> {
                 ],
             },
         ),
+        (
+            "msi64_pvm_imsic_window",
+            MsiInput {
+                cap_sel: 4,
+                control: 0x0184,
+                ops: imsic,
+            },
+        ),
     ]
 }
 
@@ -702,6 +747,50 @@ mod tests {
             assert_eq!(MsiInput::from_bytes(&s.to_bytes()), s, "seed {name}");
             run(&s);
         }
+    }
+
+    #[test]
+    fn imsic_seed_reaches_both_window_answers() {
+        // The seed's `Program(KernelWindow)` checks see `address_matches` true and false.
+        let (_, s) = seeds()
+            .into_iter()
+            .find(|(n, _)| *n == "msi64_pvm_imsic_window")
+            .unwrap();
+        let cap = MsiCapability::from_registers(s.cap_offset(), 0, s.control).unwrap();
+        let mut m = MsiState::new(cap);
+        let mut answers = Vec::new();
+        for op in &s.ops {
+            let base = u16::from(s.cap_offset());
+            match *op {
+                MsiOp::Setup {
+                    address,
+                    data,
+                    mme,
+                    enable,
+                } => {
+                    m.write_config(base + 4, &(address as u32).to_le_bytes());
+                    m.write_config(base + 8, &((address >> 32) as u32).to_le_bytes());
+                    m.write_config(base + 12, &data.to_le_bytes());
+                    m.write_config(base + 2, &[(mme << 4) | u8::from(enable)]);
+                }
+                MsiOp::Program(choice) => {
+                    for p in m.device_program(choice.policy()).unwrap() {
+                        let DeviceProgram::KernelProgrammed {
+                            address_matches, ..
+                        } = p
+                        else {
+                            panic!("{p:?}");
+                        };
+                        answers.push(address_matches);
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            answers.contains(&true) && answers.contains(&false),
+            "{answers:?}"
+        );
     }
 
     #[test]

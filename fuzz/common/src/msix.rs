@@ -13,9 +13,16 @@
 //!   a masked or disabled vector never has a route, and a route never lags the table.
 //! * **Batches.** Each update reports the model's current state of its vector, each vector
 //!   at most once, in index order; deliveries are the model's released pending vectors.
-//! * **Write-through.** `device_program*` lists only deliverable vectors, carries the
-//!   model's address, targets the vector's real table entry, and is unchanged when every
-//!   data dword of the table is rewritten (data never reaches the device).
+//! * **Write-through.** Asked under every [`PolicyChoice`]: `KernelProgrammed` (any
+//!   doorbell), `PerVectorIova`, `TableAddressWrite` and, since issue 19,
+//!   `KernelProgrammedWindow` with any `start`/`last` (inverted, single-address, whole
+//!   space). `device_program*` lists only deliverable vectors, carries the model's address,
+//!   names the variant of its policy, targets the vector's real table entry, and is
+//!   unchanged when every data dword of the table is rewritten (data never reaches the
+//!   device). Under the two kernel-programmed policies `address_matches` equals the model's
+//!   test (`address == doorbell`, or `start <= address <= last` for the window) and nothing
+//!   is written through: no device address, and `apply_table_writes` writes nothing into
+//!   the real table.
 //! * **Isolation.** A BAR access the emulation forwards to the device never touches the
 //!   real table or PBA, stays inside the real BAR, and every byte of the guest table, the
 //!   guest PBA and (after a relocation) the hidden real ones lies in a trapped range.
@@ -31,7 +38,9 @@ use msi_trap::msix::layout::{
 };
 use msi_trap::msix::{BarAccess, MsixState};
 use msi_trap::update::UpdateBatch;
-use msi_trap::write_through::{DeviceProgram, DoorbellPolicy};
+use msi_trap::write_through::{
+    DeviceProgram, DoorbellPolicy, PhysicalMsixTable, apply_table_writes,
+};
 use msi_trap::{MsiMessage, SignalOutcome};
 
 use crate::wire::{Reader, Wire, Writer, decode_ops};
@@ -115,7 +124,12 @@ impl Wire for Place {
 /// Access lengths a BAR access may have: the supported DWORD/QWORD and odd ones.
 const LENS: [usize; 8] = [4, 8, 4, 8, 1, 2, 3, 16];
 
-/// How write-through is configured for a `Program` operation.
+/// How write-through is configured for a `Program` operation (and, in the `passthrough`
+/// target, for the whole device).
+///
+/// Wire tags: 0 `Kernel`, 1 `PerVector`, 2 `TableWrite` (as before issue 19, so stored
+/// inputs that used them decode unchanged), 3 `KernelWindow` (issue 19), which reads a
+/// second `u64` for `last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyChoice {
     /// `KernelProgrammed` with this doorbell.
@@ -124,28 +138,64 @@ pub enum PolicyChoice {
     PerVector,
     /// `TableAddressWrite`.
     TableWrite,
+    /// `KernelProgrammedWindow { start, last }` (one doorbell page per CPU, the RISC-V
+    /// IMSIC). Any values: an inverted window (`start > last`) holds no address.
+    KernelWindow {
+        /// First address of the window.
+        start: u64,
+        /// Last address of the window.
+        last: u64,
+    },
 }
 
 impl PolicyChoice {
-    fn policy(self) -> DoorbellPolicy {
+    /// The policy this choice names.
+    pub fn policy(self) -> DoorbellPolicy {
         match self {
             PolicyChoice::Kernel(doorbell_iova) => {
                 DoorbellPolicy::KernelProgrammed { doorbell_iova }
             }
             PolicyChoice::PerVector => DoorbellPolicy::PerVectorIova,
             PolicyChoice::TableWrite => DoorbellPolicy::TableAddressWrite,
+            PolicyChoice::KernelWindow { start, last } => {
+                DoorbellPolicy::KernelProgrammedWindow { start, last }
+            }
         }
+    }
+
+    /// The model of `DeviceProgram::KernelProgrammed::address_matches`: whether the guest's
+    /// `address` is the kernel's doorbell (`Kernel`) or lies in `[start, last]`
+    /// (`KernelWindow`); `None` for the policies that write the address through.
+    pub fn address_matches(self, address: u64) -> Option<bool> {
+        match self {
+            PolicyChoice::Kernel(db) => Some(address == db),
+            PolicyChoice::KernelWindow { start, last } => Some(start <= address && address <= last),
+            PolicyChoice::PerVector | PolicyChoice::TableWrite => None,
+        }
+    }
+
+    /// Whether the kernel keeps its own address and data in the device (nothing is ever
+    /// written through).
+    pub fn kernel_programmed(self) -> bool {
+        matches!(
+            self,
+            PolicyChoice::Kernel(_) | PolicyChoice::KernelWindow { .. }
+        )
     }
 }
 
 impl Wire for PolicyChoice {
     fn decode(r: &mut Reader<'_>) -> Self {
-        let tag = r.u8() % 3;
+        let tag = r.u8() % 4;
         let db = r.u64();
         match tag {
             0 => PolicyChoice::Kernel(db),
             1 => PolicyChoice::PerVector,
-            _ => PolicyChoice::TableWrite,
+            2 => PolicyChoice::TableWrite,
+            _ => PolicyChoice::KernelWindow {
+                start: db,
+                last: r.u64(),
+            },
         }
     }
     fn encode(&self, w: &mut Writer) {
@@ -153,9 +203,13 @@ impl Wire for PolicyChoice {
             PolicyChoice::Kernel(d) => (0, d),
             PolicyChoice::PerVector => (1, 0),
             PolicyChoice::TableWrite => (2, 0),
+            PolicyChoice::KernelWindow { start, .. } => (3, start),
         };
         w.u8(tag);
         w.u64(db);
+        if let PolicyChoice::KernelWindow { last, .. } = *self {
+            w.u64(last);
+        }
     }
 }
 
@@ -454,6 +508,24 @@ impl MsixInput {
         )
         .ok()?;
         Some((cap, layout))
+    }
+}
+
+/// A real MSI-X table that records the writes `apply_table_writes` makes.
+#[derive(Debug, Default)]
+struct RecordingTable(Vec<(u8, u64, u32, u32)>);
+
+impl PhysicalMsixTable for RecordingTable {
+    type Error = std::convert::Infallible;
+    fn write_address(
+        &mut self,
+        bar: BarIndex,
+        offset: u64,
+        lo: u32,
+        hi: u32,
+    ) -> Result<(), Self::Error> {
+        self.0.push((bar.get(), offset, lo, hi));
+        Ok(())
     }
 }
 
@@ -856,14 +928,22 @@ impl Run {
                     ..
                 } => {
                     assert_eq!(guest_address, addr);
-                    let PolicyChoice::Kernel(db) = choice else {
+                    let Some(want) = choice.address_matches(addr) else {
                         panic!("KernelProgrammed under {choice:?}");
                     };
-                    assert_eq!(address_matches, addr == db);
+                    assert_eq!(
+                        address_matches, want,
+                        "address_matches of {addr:#x} under {choice:?}"
+                    );
+                    // Nothing is written through: the device keeps the kernel's address.
                     assert_eq!(p.device_address(), None);
                 }
-                DeviceProgram::SetIova { iova, .. } => assert_eq!(iova, addr),
+                DeviceProgram::SetIova { iova, .. } => {
+                    assert_eq!(choice, PolicyChoice::PerVector, "SetIova: {p:?}");
+                    assert_eq!(iova, addr);
+                }
                 DeviceProgram::WriteTableAddress(w) => {
+                    assert_eq!(choice, PolicyChoice::TableWrite, "table write: {p:?}");
                     assert_eq!(w.at.bar, real.bar, "table write to another BAR");
                     assert_eq!(
                         w.at.offset,
@@ -882,6 +962,20 @@ impl Run {
             deliverable,
             "device_program misses deliverable vectors"
         );
+        // What reaches the real table: the address of each vector under `TableWrite`, and
+        // nothing at all (neither address nor data) under the kernel-programmed policies.
+        let mut table = RecordingTable::default();
+        let written = apply_table_writes(&all, &mut table).unwrap_or_default();
+        assert_eq!(written, table.0.len(), "apply_table_writes count");
+        if choice.kernel_programmed() {
+            assert!(
+                table.0.is_empty(),
+                "{choice:?} wrote the real table: {:?}",
+                table.0
+            );
+        } else if choice == PolicyChoice::TableWrite {
+            assert_eq!(written, deliverable, "table writes under {choice:?}");
+        }
         // Data independence: rewrite every data dword, nothing device-bound may change.
         let mut other = self.msix.clone();
         for v in 0..u64::from(self.model.vectors) {
@@ -1210,6 +1304,45 @@ pub fn seeds() -> Vec<(&'static str, MsixInput)> {
         MsixOp::Reset,
         MsixOp::Commit,
     ]);
+    // RISC-V (issue 19): the guest programs its vCPUs' vIMSIC pages in the host's software
+    // MSI window, vector 9 an address outside it; write-through asked under windows that
+    // hold them, none of them (inverted), one address, and every address.
+    let window = |start, last| MsixOp::Program(PolicyChoice::KernelWindow { start, last });
+    let mut imsic = base.clone();
+    for op in imsic.ops.iter_mut() {
+        if let MsixOp::Entry {
+            vector, address, ..
+        } = op
+        {
+            *address = if *vector == 9 {
+                0x0800_0040
+            } else {
+                0x2800_0000 + (u64::from(*vector % 4) << 12)
+            };
+        }
+    }
+    imsic.ops.extend([
+        window(0x2800_0000, 0x2800_3fff),
+        window(0x2800_3fff, 0x2800_0000),
+        window(0x2800_1000, 0x2800_1000),
+        window(0, u64::MAX),
+        window(u64::MAX, 0),
+        MsixOp::BarWrite {
+            place: Place::GuestTable(16 * 2 + 12),
+            len_sel: 0,
+            value: 1,
+        },
+        MsixOp::Commit,
+        window(0x2800_0000, 0x2800_3fff),
+        MsixOp::Entry {
+            vector: 2,
+            address: 0x2800_2000,
+            data: 2,
+            masked: false,
+        },
+        MsixOp::Commit,
+        window(0x2800_2000, 0x2800_2fff),
+    ]);
     let mut big = base.clone();
     big.table_size = 0x7ff;
     big.bars[3] = BarSpec { kind: 3, log2: 16 };
@@ -1221,6 +1354,7 @@ pub fn seeds() -> Vec<(&'static str, MsixInput)> {
         ("igb_relocated", relocated),
         ("shared_page_reloc", shared),
         ("table_2048", big),
+        ("imsic_window", imsic),
     ]
 }
 
@@ -1254,6 +1388,89 @@ mod tests {
             let len = (rng.next_u64() % 400) as usize;
             run(&MsixInput::from_bytes(&rng.bytes(len)));
         }
+    }
+
+    #[test]
+    fn policy_tags_before_issue_19_decode_unchanged() {
+        // Tags 0..=2 read one u64 as before; tag 3 (new) reads start and last.
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&0x0800_0040u64.to_le_bytes());
+        assert_eq!(
+            PolicyChoice::from_bytes(&bytes),
+            PolicyChoice::Kernel(0x0800_0040)
+        );
+        bytes[0] = 1;
+        assert_eq!(PolicyChoice::from_bytes(&bytes), PolicyChoice::PerVector);
+        bytes[0] = 2;
+        assert_eq!(PolicyChoice::from_bytes(&bytes), PolicyChoice::TableWrite);
+        bytes[0] = 3;
+        bytes.extend_from_slice(&7u64.to_le_bytes());
+        let w = PolicyChoice::KernelWindow {
+            start: 0x0800_0040,
+            last: 7,
+        };
+        assert_eq!(PolicyChoice::from_bytes(&bytes), w);
+        assert_eq!(w.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn window_model_is_the_closed_range() {
+        let w = |start, last| PolicyChoice::KernelWindow { start, last };
+        assert_eq!(w(10, 20).address_matches(10), Some(true));
+        assert_eq!(w(10, 20).address_matches(20), Some(true));
+        assert_eq!(w(10, 20).address_matches(21), Some(false));
+        assert_eq!(w(10, 20).address_matches(9), Some(false));
+        assert_eq!(w(5, 5).address_matches(5), Some(true));
+        assert_eq!(w(20, 10).address_matches(15), Some(false));
+        assert_eq!(w(0, u64::MAX).address_matches(u64::MAX), Some(true));
+        assert_eq!(PolicyChoice::PerVector.address_matches(0), None);
+    }
+
+    #[test]
+    fn imsic_seed_reaches_both_window_answers() {
+        // The seed's state holds vIMSIC pages in the window and one address outside it,
+        // so its `Program(KernelWindow)` checks see both `address_matches` answers.
+        let (_, s) = seeds()
+            .into_iter()
+            .find(|(n, _)| *n == "imsic_window")
+            .unwrap();
+        let (cap, layout) = s.build().unwrap();
+        let mut m = MsixState::new(cap, layout).unwrap();
+        for op in &s.ops {
+            if let MsixOp::Entry {
+                vector,
+                address,
+                data,
+                masked,
+            } = *op
+            {
+                let base = u64::from(vector) * 16;
+                m.write_table(base, &(address as u32).to_le_bytes());
+                m.write_table(base + 4, &((address >> 32) as u32).to_le_bytes());
+                m.write_table(base + 8, &data.to_le_bytes());
+                m.write_table(base + 12, &u32::from(masked).to_le_bytes());
+            } else if let MsixOp::Control { enable, mask } = *op {
+                m.write_config(
+                    u16::from(cap.offset) + 3,
+                    &[u8::from(enable) << 7 | u8::from(mask) << 6],
+                );
+            }
+        }
+        let matches: Vec<bool> = m
+            .device_program(DoorbellPolicy::KernelProgrammedWindow {
+                start: 0x2800_0000,
+                last: 0x2800_3fff,
+            })
+            .into_iter()
+            .map(|p| match p {
+                DeviceProgram::KernelProgrammed {
+                    address_matches, ..
+                } => address_matches,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(matches.len(), 10);
+        assert_eq!(matches.iter().filter(|m| !**m).count(), 1);
     }
 
     #[test]

@@ -2,12 +2,19 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! Target `passthrough`: a [`PassthroughDevice`] built from an arbitrary function (BARs,
-//! MSI-X table and PBA placement, relocation, write-through policy) over fake backends
-//! that record everything, driven by guest config and BAR accesses, BAR placement, device
-//! interrupts and flushes, optionally with injected host failures.
+//! MSI-X table and PBA placement, relocation, write-through policy, DeviceID) over fake
+//! backends that record everything, driven by guest config and BAR accesses, BAR
+//! placement, device interrupts and flushes, optionally with injected host failures.
 //!
-//! Invariants (with no injected failure; with failures only the isolation ones and the
-//! absence of panics):
+//! The policy is any [`PolicyChoice`], `KernelProgrammedWindow` with any `start`/`last`
+//! included (issue 19). A DeviceID of `None` is the settings an IMSIC-style controller
+//! gets (`PreparedDevice::from_bound_for` with a vIMSIC: routes without a DeviceID); with
+//! the window policy that is the riscv64 device (seed `imsic_window`). Under the window
+//! policy the fake kernel programs each enabled vector with the IMSIC page of host hart
+//! `vector % 4` counted from `start`, which a short or inverted window does not hold.
+//!
+//! Invariants (with injected failures only write-through, the doorbell checks, isolation
+//! and the absence of panics; all of them without):
 //!
 //! * **Routes.** After every operation, an irqfd is assigned exactly for the deliverable
 //!   vectors (MSI-X enabled, no Function Mask, vector unmasked), and its GSI's route is the
@@ -16,7 +23,14 @@
 //! * **Write-through.** The device never receives the guest's data: the fake real table's
 //!   data dwords keep the host's values, table writes carry the address of a deliverable
 //!   vector only, `prepare_msi_iova` carries its address, and `set_vector` enables only
-//!   deliverable vectors.
+//!   deliverable vectors. Under `KernelProgrammed` and `KernelProgrammedWindow` nothing is
+//!   written through at all (no table write, no MSI IOVA): every real entry keeps the
+//!   fake kernel's address and data.
+//! * **Doorbell checks.** At each enable under a kernel-programmed policy the device counts
+//!   `address_mismatch` exactly when the kernel's address is outside the plan, and else
+//!   `guest_address_not_doorbell` exactly when the guest's is (`address == doorbell`, or
+//!   `start <= address <= last`); the harness keeps both counts and compares after every
+//!   operation, also with injected failures.
 //! * **Isolation.** Forwarded BAR accesses never touch the real table or PBA; forwarded
 //!   config writes never touch the MSI-X capability.
 //! * **Teardown.** Dropping the device unmaps every guest mapping and removes every route,
@@ -27,7 +41,6 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use msi_trap::msix::layout::{BarIndex, MsixLayout, RelocationPolicy};
-use msi_trap::write_through::DoorbellPolicy;
 use vfio_passthrough::{
     BackendError, DeviceBackend, DirectPiece, GuestMapper, MsiRoute, MsiRouter, PassthroughConfig,
     PassthroughDevice, RouterGroup, VectorBackend, build_model, subtract_traps,
@@ -43,6 +56,21 @@ pub const MAX_OPS: usize = 128;
 const MAX_VECTORS: u16 = 64;
 /// Host data the "kernel" programs into the real table: never the guest's.
 const HOST_DATA: u32 = 0x4000;
+/// The ITS doorbell the "kernel" programs into the real table (the software MSI window's
+/// `GITS_TRANSLATER` page).
+const HOST_DOORBELL: u64 = 0x0800_0040;
+
+/// The address the fake kernel programs into `vector`'s real entry when it enables it:
+/// [`HOST_DOORBELL`], or under `KernelWindow` the IMSIC page of host hart `vector % 4`
+/// counted from the window's start (as the riscv64 kernel programs the page of the hart
+/// the vector targets). A short or inverted window does not hold that page: the doorbell
+/// plan did not hold, which the device counts (`address_mismatch`).
+fn kernel_doorbell(policy: PolicyChoice, vector: u16) -> u64 {
+    match policy {
+        PolicyChoice::KernelWindow { start, .. } => start.wrapping_add(u64::from(vector % 4) << 12),
+        _ => HOST_DOORBELL,
+    }
+}
 
 /// Injected host failures (bits).
 pub mod fail {
@@ -395,6 +423,8 @@ impl PtInput {
 #[derive(Debug, Default)]
 struct World {
     faults: u8,
+    /// The device's write-through policy (what the fake kernel programs depends on it).
+    policy: Option<PolicyChoice>,
     /// Real table: (address, data) per vector.
     table: Vec<(u64, u32)>,
     /// Real table and PBA, for the isolation checks: (bar, offset, len).
@@ -434,8 +464,11 @@ impl VectorBackend for FakeDevice {
         if eventfd.is_some() {
             w.programmed.push((vector, None));
             w.enabled.insert(vector);
+            let doorbell = w
+                .policy
+                .map_or(HOST_DOORBELL, |p| kernel_doorbell(p, vector));
             if let Some(e) = w.table.get_mut(usize::from(vector)) {
-                *e = (0x0800_0040, HOST_DATA + u32::from(vector));
+                *e = (doorbell, HOST_DATA + u32::from(vector));
             }
         } else {
             w.enabled.remove(&vector);
@@ -614,6 +647,11 @@ struct Run {
     world: Shared,
     layout: MsixLayout,
     devid: Option<u32>,
+    policy: PolicyChoice,
+    /// The model of the device's `address_mismatch` and `guest_address_not_doorbell`
+    /// counters under the kernel-programmed policies.
+    mismatches: u64,
+    not_doorbell: u64,
     faulty: bool,
     _host: Vec<u8>,
 }
@@ -633,7 +671,7 @@ impl Run {
         }
     }
 
-    fn check(&self, when: &str) {
+    fn check(&mut self, when: &str) {
         // What reached the device during the trap belongs to a vector deliverable after
         // it, and carries the guest's address (never data: the calls have no data).
         let reports = self.dev.vectors();
@@ -643,22 +681,56 @@ impl Run {
             let Some(r) = r.filter(|r| r.enabled && !r.masked) else {
                 panic!("{when}: vector {v} programmed on the device while not deliverable");
             };
-            if let Some(a) = addr {
-                assert_eq!(a, r.guest_address, "{when}: vector {v} written through");
+            match (addr, self.policy.address_matches(r.guest_address)) {
+                (Some(a), None) => {
+                    assert_eq!(a, r.guest_address, "{when}: vector {v} written through")
+                }
+                // The kernel-programmed policies write nothing through (no MSI IOVA, no
+                // table write): the device keeps the host kernel's address and data.
+                (Some(a), Some(_)) => panic!(
+                    "{when}: vector {v}: {a:#x} written through under {:?}",
+                    self.policy
+                ),
+                // An enable: the device reads back the kernel's doorbell and compares it,
+                // then the guest's address, with the plan (`address_matches`' range test).
+                (None, Some(guest_matches)) => {
+                    let kernel = kernel_doorbell(self.policy, v);
+                    if self.policy.address_matches(kernel) != Some(true) {
+                        self.mismatches += 1;
+                    } else if !guest_matches {
+                        self.not_doorbell += 1;
+                    }
+                }
+                (None, None) => {}
             }
         }
+        let faults = self.dev.faults();
+        assert_eq!(
+            (faults.address_mismatch, faults.guest_address_not_doorbell),
+            (self.mismatches, self.not_doorbell),
+            "{when}: doorbell checks at enable under {:?}",
+            self.policy
+        );
         let w = self.world.lock();
         assert!(w.violations.is_empty(), "{when}: {:?}", w.violations);
-        for (v, (_, data)) in w.table.iter().enumerate() {
+        for (v, (address, data)) in w.table.iter().enumerate() {
             assert!(
                 *data == 0 || *data == HOST_DATA + v as u32,
                 "vector {v}: real table data {data:#x} is not the host's"
             );
+            if self.policy.kernel_programmed() {
+                let kernel = kernel_doorbell(self.policy, v as u16);
+                assert!(
+                    *address == 0 || *address == kernel,
+                    "vector {v}: real table address {address:#x} is not the kernel's \
+                     {kernel:#x} under {:?}",
+                    self.policy
+                );
+            }
         }
         if self.faulty {
             return;
         }
-        let faults = self.dev.faults();
         assert_eq!(
             faults.router + faults.device + faults.mapping,
             0,
@@ -803,10 +875,51 @@ impl Run {
 
 /// Replays one input, panicking on the first broken invariant.
 pub fn run(input: &PtInput) {
+    replay(input);
+}
+
+/// [`run`], returning the device's doorbell-check counters at the end
+/// (`address_mismatch`, `guest_address_not_doorbell`), equal to the harness's model of
+/// them; `None` when the function description is refused.
+fn replay(input: &PtInput) -> Option<(u64, u64)> {
+    let mut run = start(input)?;
+    let world = run.world.clone();
+    for op in &input.ops {
+        run.step(op);
+    }
+    let counters = Some((run.mismatches, run.not_doorbell));
+    let Run { dev, _host, .. } = run;
+    drop(dev);
+    let w = world.lock();
+    assert!(w.violations.is_empty(), "at teardown: {:?}", w.violations);
+    if input.faults != 0 {
+        // Injected failures leave what the device could not undo; it logged them.
+        return counters;
+    }
+    assert!(
+        w.mapped.is_empty(),
+        "mappings left after drop: {:?}",
+        w.mapped
+    );
+    assert!(
+        w.routes.is_empty(),
+        "routes left after drop: {:?}",
+        w.routes
+    );
+    assert!(
+        w.irqfds.is_empty(),
+        "irqfds left after drop: {:?}",
+        w.irqfds
+    );
+    assert!(w.gsis.is_empty(), "GSIs left after drop: {:?}", w.gsis);
+    counters
+}
+
+/// The device of `input` over fresh fakes, before any operation; `None` when the
+/// function description is refused.
+fn start(input: &PtInput) -> Option<Run> {
     let msix_in = input.msix_input();
-    let Some((_, layout)) = msix_in.build() else {
-        return;
-    };
+    let (_, layout) = msix_in.build()?;
     let config = input.config();
     let bars = msix_in.bar_infos();
     let Ok(parts) = build_model(
@@ -817,12 +930,10 @@ pub fn run(input: &PtInput) {
         input.reloc(),
         0x1000,
     ) else {
-        return;
+        return None;
     };
-    let Some(msix) = parts.msix else {
-        // A patch removed the capability: a function without MSI-X.
-        return;
-    };
+    // A patch may have removed the capability: a function without MSI-X.
+    let msix = parts.msix?;
     let layout_used = msix.layout().clone();
     if input.patches.is_empty() {
         assert_eq!(layout_used, layout, "the device computed another layout");
@@ -831,6 +942,7 @@ pub fn run(input: &PtInput) {
     let real = layout_used.real();
     let world = Shared(Arc::new(Mutex::new(World {
         faults: input.faults,
+        policy: Some(input.policy),
         table: vec![(0, 0); vectors],
         real_structs: vec![
             (
@@ -868,11 +980,7 @@ pub fn run(input: &PtInput) {
     let devid = input.devid.map(u32::from);
     let settings = PassthroughConfig {
         devid,
-        policy: match input.policy {
-            PolicyChoice::Kernel(d) => DoorbellPolicy::KernelProgrammed { doorbell_iova: d },
-            PolicyChoice::PerVector => DoorbellPolicy::PerVectorIova,
-            PolicyChoice::TableWrite => DoorbellPolicy::TableAddressWrite,
-        },
+        policy: input.policy.policy(),
     };
     let dev = match PassthroughDevice::new(
         FakeDevice(world.clone()),
@@ -890,41 +998,17 @@ pub fn run(input: &PtInput) {
         Err(e) => panic!("device creation failed: {e}"),
     };
     let _ = BarIndex::new(0);
-    let mut run = Run {
+    Some(Run {
         dev,
-        world: world.clone(),
+        world,
         layout: layout_used,
         devid,
+        policy: input.policy,
+        mismatches: 0,
+        not_doorbell: 0,
         faulty: input.faults != 0,
         _host: host,
-    };
-    for op in &input.ops {
-        run.step(op);
-    }
-    let Run { dev, _host, .. } = run;
-    drop(dev);
-    let w = world.lock();
-    assert!(w.violations.is_empty(), "at teardown: {:?}", w.violations);
-    if input.faults != 0 {
-        // Injected failures leave what the device could not undo; it logged them.
-        return;
-    }
-    assert!(
-        w.mapped.is_empty(),
-        "mappings left after drop: {:?}",
-        w.mapped
-    );
-    assert!(
-        w.routes.is_empty(),
-        "routes left after drop: {:?}",
-        w.routes
-    );
-    assert!(
-        w.irqfds.is_empty(),
-        "irqfds left after drop: {:?}",
-        w.irqfds
-    );
-    assert!(w.gsis.is_empty(), "GSIs left after drop: {:?}", w.gsis);
+    })
 }
 
 /// Seeds: the igb bring-up of the crate's model test, masking, disable, BAR moves.
@@ -1036,11 +1120,64 @@ pub fn seeds() -> Vec<(&'static str, PtInput)> {
     ]);
     let mut faulty = masking.clone();
     faulty.faults = 31;
+    // RISC-V (issue 19): a vIMSIC behind the host's software MSI window, as
+    // `PreparedDevice::from_bound_for(.., ControllerGeometry::riscv_imsic(..))` sets the
+    // device up: no DeviceID, `KernelProgrammedWindow`. The guest programs its vCPUs'
+    // vIMSIC pages in the window, and vector 9 an address outside it (a guest error the
+    // device counts); then it disables and re-enables MSI-X (every vector enabled again).
+    let mut imsic = base.clone();
+    imsic.policy = PolicyChoice::KernelWindow {
+        start: 0x2800_0000,
+        last: 0x2800_3fff,
+    };
+    imsic.devid = None;
+    for op in imsic.ops.iter_mut() {
+        if let PtOp::Entry {
+            vector, address, ..
+        } = op
+        {
+            *address = if *vector == 9 {
+                HOST_DOORBELL
+            } else {
+                0x2800_0000 + (u64::from(*vector % 4) << 12)
+            };
+        }
+    }
+    imsic.ops.extend([
+        PtOp::BarWrite {
+            place: Place::GuestTable(16 * 2 + 12),
+            len_sel: 0,
+            value: 1,
+        },
+        PtOp::Signal(2),
+        PtOp::BarWrite {
+            place: Place::GuestTable(16 * 2 + 12),
+            len_sel: 0,
+            value: 0,
+        },
+        PtOp::Control {
+            enable: false,
+            mask: false,
+        },
+        PtOp::Control {
+            enable: true,
+            mask: false,
+        },
+    ]);
+    // The same with an inverted window (`start > last`): it holds no address, so the
+    // kernel's page is outside the plan at every enable.
+    let mut inverted = imsic.clone();
+    inverted.policy = PolicyChoice::KernelWindow {
+        start: 0x2800_3fff,
+        last: 0x2800_0000,
+    };
     vec![
         ("igb_bringup", base),
         ("igb_mask_pending_disable", masking),
         ("relocated_per_vector", per_vector),
         ("injected_failures", faulty),
+        ("imsic_window", imsic),
+        ("imsic_window_inverted", inverted),
     ]
 }
 
@@ -1060,6 +1197,56 @@ mod tests {
             assert!(s.msix_input().build().is_some(), "seed {name}");
             assert_eq!(PtInput::from_bytes(&s.to_bytes()), s, "seed {name}");
             run(&s);
+        }
+    }
+
+    #[test]
+    fn imsic_seeds_reach_both_doorbell_checks() {
+        // 20 enables (10, then 10 after the re-enable). In the window: vector 9's address
+        // is outside it each time. Inverted: the kernel's page is never in the plan.
+        let seeds = seeds();
+        let find = |name: &str| {
+            seeds
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| s.clone())
+                .unwrap()
+        };
+        assert_eq!(replay(&find("imsic_window")), Some((0, 2)));
+        assert_eq!(replay(&find("imsic_window_inverted")), Some((20, 0)));
+        // The ITS seed: the kernel's doorbell and the guest's address are the plan's.
+        assert_eq!(replay(&find("igb_bringup")), Some((0, 0)));
+    }
+
+    #[test]
+    fn the_checks_catch_a_write_through_under_a_kernel_window() {
+        // The checks are live: after the IMSIC seed, the guest's address written through
+        // to vector 0 (as an engine treating the window like `TableAddressWrite` would),
+        // or found in its real entry, or a lost count, each breaks an invariant.
+        let (_, s) = seeds()
+            .into_iter()
+            .find(|(n, _)| *n == "imsic_window")
+            .unwrap();
+        type Mutation = fn(&mut Run);
+        let mutations: [Mutation; 3] = [
+            |run| {
+                let a = run.dev.vectors()[0].guest_address;
+                let fake = FakeDevice(run.world.clone());
+                fake.write_table_address(0, a as u32, (a >> 32) as u32)
+                    .unwrap();
+            },
+            |run| run.world.lock().table[0].0 = 0x2800_0000 + 0x40,
+            |run| run.not_doorbell += 1,
+        ];
+        for (i, mutate) in mutations.into_iter().enumerate() {
+            let mut run = start(&s).unwrap();
+            for op in &s.ops {
+                run.step(op);
+            }
+            run.check("clean");
+            mutate(&mut run);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.check("test")));
+            assert!(r.is_err(), "mutation {i} not caught");
         }
     }
 
