@@ -289,6 +289,30 @@ fn riscv64_end_to_end_with_the_igb_passed_through() {
             }
         })
     };
+    // The host's count of each passed-through vector (vfio-pci's handler, which signals the
+    // eventfd KVM's irqfd reads), sampled while the VMM runs (the lines go with the VMM), to
+    // set against the guest's counts: a vector the guest stopped seeing while L1 kept
+    // counting lost its interrupts between the eventfd and the guest; one both stopped
+    // counting lost them before L1's handler.
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut last = String::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let now: String = std::fs::read_to_string("/proc/interrupts")
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("vfio-msix"))
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") + "\n")
+                    .collect();
+                if !now.is_empty() {
+                    last = now;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            last
+        })
+    };
     let cmdline = format!(
         "console=ttyS0 earlycon panic=-1 quiet e2e_peer={l1_addr} e2e_linger=10 e2e_move=1"
     );
@@ -305,12 +329,32 @@ fn riscv64_end_to_end_with_the_igb_passed_through() {
     // failed?) and what it knows of L2.
     let (_, l1_addrs) = busybox(&["ip", "-6", "addr", "show", "dev", &l1_iface]);
     let (_, l1_neigh) = busybox(&["ip", "-6", "neigh", "show", "dev", &l1_iface]);
+    let l1_vfio_irqs = sampler.join().unwrap_or_default();
     let ctx = || {
         format!(
-            "L1 got {l1_replies} replies\nL1 {l1_iface} addresses:\n{l1_addrs}\nL1 neighbours:\n{l1_neigh}\n{}",
+            "L1 got {l1_replies} replies\nL1 {l1_iface} addresses:\n{l1_addrs}\nL1 neighbours:\n{l1_neigh}\nL1 vfio interrupts:\n{l1_vfio_irqs}{}",
             context(&run)
         )
     };
+    {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/tmp/e2e-report.txt")
+        {
+            let guest_final: String = run
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with("final irqs:"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") + "\n")
+                .collect();
+            let _ = writeln!(
+                f,
+                "L1 vfio interrupts while the VMM ran (last sample):\n{l1_vfio_irqs}\
+                 L2's at power-off:\n{guest_final}"
+            );
+        }
+    }
     let g = guest_result(r);
     assert_eq!(g["errors"], "", "{}", ctx());
     assert_eq!(r["exit"]["guest_status"], 0, "{}", ctx());

@@ -250,5 +250,8 @@ printf '@@VMM result {"driver":"%s","iface":"%s","msix_vectors":%s,"reserved_mem
 	"$driver" "$iface" "$vectors" "$resv" "$peer" "$count" "$received" "$before" "$after" "$smmu" "$domain" "$rebound" "$before2" "$after2" "$received2" "$cpus" "$its_moved" "$move_targets" "$moved" "$received3" "$lines" "$errors" "$notes"
 # Stay reachable so that L1 can ping this guest.
 sleep "$linger"
+# The NIC's final interrupt counts, after L1's pings too: plain console lines, for a
+# failure's context (L1 compares them with its own count of each vector).
+[ "$iface" != none ] && grep "$iface" /proc/interrupts | sed 's/^/final irqs: /'
 echo "@@VMM status $status"
 poweroff -f
