@@ -124,8 +124,8 @@ bash tests/testhost/run-riscv64.sh testhost kvm-aia vfio-cdev
 # The passthrough needs the patched riscv64 kernel (0002-0004), whatever the tier above used.
 # Warm: about 30 s of L1 plus the riscv64 cross build of passthrough-vmm.
 # Known intermittent failure, under host CPU contention only (tests/testhost/README.md,
-# "riscv64", lost MSI-X interrupts): about 1 run in 6 with two L1s or CPU hogs beside it, none
-# in 20 runs on an otherwise idle machine. One retry, announced, keeps CI meaningful (a VMM
+# "riscv64", lost MSI-X interrupts): 15 of 82 runs failed, each with other CPU-bound work or
+# a second L1 beside it. One retry, announced, keeps CI meaningful (a VMM
 # that loses every MSI still fails both); both failures fail the run.
 step "riscv64 end to end: passthrough-vmm boots a riscv64 guest with an igb passed through"
 riscv64_e2e() {
