@@ -64,9 +64,17 @@ pub struct ImageHeader {
     pub flags: u64,
 }
 
-impl ImageHeader {
-    /// Parses the first 64 bytes of an Image.
-    pub fn parse(bytes: &[u8]) -> Result<Self, BootError> {
+/// The fields both Image headers (arm64 `booting.rst`, RISC-V `boot-image-header.rst`)
+/// keep at the same offsets, read after checking the magic at offset 56 and the endianness
+/// bit: `text_offset` (8), `image_size` (16), `flags` (24).
+struct RawHeader {
+    text_offset: u64,
+    image_size: u64,
+    flags: u64,
+}
+
+impl RawHeader {
+    fn parse(bytes: &[u8], magic: u32, no_magic: &'static str) -> Result<Self, BootError> {
         let header = bytes
             .get(..IMAGE_HEADER_SIZE)
             .ok_or(BootError::BadImage("shorter than its 64-byte header"))?;
@@ -77,20 +85,35 @@ impl ImageHeader {
         };
         let mut m = [0u8; 4];
         m.copy_from_slice(&header[56..60]);
-        if u32::from_le_bytes(m) != IMAGE_MAGIC {
-            return Err(BootError::BadImage("no ARM\\x64 magic at offset 56"));
+        if u32::from_le_bytes(m) != magic {
+            return Err(BootError::BadImage(no_magic));
         }
-        let image_size = u64_at(16);
         let flags = u64_at(24);
         if flags & 1 != 0 {
             return Err(BootError::BadImage("big-endian kernel"));
         }
+        Ok(RawHeader {
+            text_offset: u64_at(8),
+            image_size: u64_at(16),
+            flags,
+        })
+    }
+}
+
+impl ImageHeader {
+    /// Parses the first 64 bytes of an Image.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BootError> {
+        let raw = RawHeader::parse(bytes, IMAGE_MAGIC, "no ARM\\x64 magic at offset 56")?;
         Ok(ImageHeader {
             // booting.rst: "Where image_size is zero, text_offset can be assumed to be
             // 0x80000."
-            text_offset: if image_size == 0 { 0x8_0000 } else { u64_at(8) },
-            image_size,
-            flags,
+            text_offset: if raw.image_size == 0 {
+                0x8_0000
+            } else {
+                raw.text_offset
+            },
+            image_size: raw.image_size,
+            flags: raw.flags,
         })
     }
 }
@@ -109,32 +132,16 @@ impl ImageHeader {
     /// RAM + [`KERNEL_BASE_OFFSET`]; the returned header therefore has `text_offset` 0, so
     /// that the kernel is loaded and entered right at that base.
     pub fn parse_riscv(bytes: &[u8]) -> Result<Self, BootError> {
-        let header = bytes
-            .get(..IMAGE_HEADER_SIZE)
-            .ok_or(BootError::BadImage("shorter than its 64-byte header"))?;
-        let u64_at = |o: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&header[o..o + 8]);
-            u64::from_le_bytes(b)
-        };
-        let mut m = [0u8; 4];
-        m.copy_from_slice(&header[56..60]);
-        if u32::from_le_bytes(m) != RISCV_IMAGE_MAGIC2 {
-            return Err(BootError::BadImage("no RSC\\x05 magic at offset 56"));
-        }
-        let flags = u64_at(24);
-        if flags & 1 != 0 {
-            return Err(BootError::BadImage("big-endian kernel"));
-        }
-        if !u64_at(8).is_multiple_of(KERNEL_BASE_OFFSET) {
+        let raw = RawHeader::parse(bytes, RISCV_IMAGE_MAGIC2, "no RSC\\x05 magic at offset 56")?;
+        if !raw.text_offset.is_multiple_of(KERNEL_BASE_OFFSET) {
             return Err(BootError::BadImage(
                 "text_offset is not a multiple of 2 MiB (not an RV64 Image)",
             ));
         }
         Ok(ImageHeader {
             text_offset: 0,
-            image_size: u64_at(16),
-            flags,
+            image_size: raw.image_size,
+            flags: raw.flags,
         })
     }
 }
