@@ -39,7 +39,7 @@ use msi_trap::msix::layout::{
 use msi_trap::msix::{BarAccess, MsixState};
 use msi_trap::update::UpdateBatch;
 use msi_trap::write_through::{
-    DeviceProgram, DoorbellPolicy, PhysicalMsixTable, apply_table_writes,
+    DeviceProgram, DoorbellPolicy, PhysicalMsixTable, TableAddressWrite, apply_table_writes,
 };
 use msi_trap::{MsiMessage, SignalOutcome};
 
@@ -181,6 +181,39 @@ impl PolicyChoice {
             self,
             PolicyChoice::Kernel(_) | PolicyChoice::KernelWindow { .. }
         )
+    }
+
+    /// Checks what every target's device program must hold under this choice for a vector
+    /// whose guest address is `addr`: a kernel-programmed entry names `addr`, answers
+    /// `address_matches` as [`PolicyChoice::address_matches`] does and writes nothing
+    /// through; `SetIova` comes only under `PerVector`, with `addr`. A table write is
+    /// returned for the caller's own checks (MSI has no table, MSI-X checks where it goes).
+    pub(crate) fn check_program(self, p: &DeviceProgram, addr: u64) -> Option<TableAddressWrite> {
+        match *p {
+            DeviceProgram::KernelProgrammed {
+                guest_address,
+                address_matches,
+                ..
+            } => {
+                assert_eq!(guest_address, addr);
+                let Some(want) = self.address_matches(addr) else {
+                    panic!("KernelProgrammed under {self:?}");
+                };
+                assert_eq!(
+                    address_matches, want,
+                    "address_matches of {addr:#x} under {self:?}"
+                );
+                // Nothing is written through: the device keeps the kernel's address.
+                assert_eq!(p.device_address(), None);
+                None
+            }
+            DeviceProgram::SetIova { iova, .. } => {
+                assert_eq!(self, PolicyChoice::PerVector, "SetIova: {p:?}");
+                assert_eq!(iova, addr);
+                None
+            }
+            DeviceProgram::WriteTableAddress(w) => Some(w),
+        }
     }
 }
 
@@ -921,37 +954,15 @@ impl Run {
                 "program for undeliverable vector {v}: {p:?}"
             );
             let (addr, _) = self.model.message(v);
-            match *p {
-                DeviceProgram::KernelProgrammed {
-                    guest_address,
-                    address_matches,
-                    ..
-                } => {
-                    assert_eq!(guest_address, addr);
-                    let Some(want) = choice.address_matches(addr) else {
-                        panic!("KernelProgrammed under {choice:?}");
-                    };
-                    assert_eq!(
-                        address_matches, want,
-                        "address_matches of {addr:#x} under {choice:?}"
-                    );
-                    // Nothing is written through: the device keeps the kernel's address.
-                    assert_eq!(p.device_address(), None);
-                }
-                DeviceProgram::SetIova { iova, .. } => {
-                    assert_eq!(choice, PolicyChoice::PerVector, "SetIova: {p:?}");
-                    assert_eq!(iova, addr);
-                }
-                DeviceProgram::WriteTableAddress(w) => {
-                    assert_eq!(choice, PolicyChoice::TableWrite, "table write: {p:?}");
-                    assert_eq!(w.at.bar, real.bar, "table write to another BAR");
-                    assert_eq!(
-                        w.at.offset,
-                        real.offset + 16 * v as u64,
-                        "table write offset"
-                    );
-                    assert_eq!(p.device_address(), Some(addr));
-                }
+            if let Some(w) = choice.check_program(p, addr) {
+                assert_eq!(choice, PolicyChoice::TableWrite, "table write: {p:?}");
+                assert_eq!(w.at.bar, real.bar, "table write to another BAR");
+                assert_eq!(
+                    w.at.offset,
+                    real.offset + 16 * v as u64,
+                    "table write offset"
+                );
+                assert_eq!(p.device_address(), Some(addr));
             }
         }
         let deliverable = (0..self.model.entries.len())
