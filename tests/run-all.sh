@@ -124,16 +124,17 @@ bash tests/testhost/run-riscv64.sh testhost kvm-aia vfio-cdev
 # The passthrough needs the patched riscv64 kernel (0002-0004), whatever the tier above used.
 # Warm: about 30 s of L1 plus the riscv64 cross build of passthrough-vmm.
 # Known intermittent failure, under host CPU contention only (tests/testhost/README.md,
-# "riscv64", lost MSI-X interrupts): 15 of 82 runs failed, each with other CPU-bound work or
-# a second L1 beside it. One retry, announced, keeps CI meaningful (a VMM
-# that loses every MSI still fails both); both failures fail the run.
+# "riscv64": the device's DMA and the guest's vCPUs see different contents in some guest
+# pages; every MSI is delivered): 29 of 188 runs failed, each with other CPU-bound work or a
+# second L1 beside it. One retry, announced, keeps CI meaningful (a VMM that breaks
+# the passthrough every time still fails both); both failures fail the run.
 step "riscv64 end to end: passthrough-vmm boots a riscv64 guest with an igb passed through"
 riscv64_e2e() {
   env -u TESTHOST_KERNEL_RISCV64 TESTHOST_RISCV64_VARIANT=patched \
     cargo run -q -p passthrough-vmm --example testhost_e2e_riscv64
 }
 if ! riscv64_e2e; then
-  printf '\n==> riscv64 end to end failed once (see above); retrying once (known intermittent MSI loss under load)\n'
+  printf '\n==> riscv64 end to end failed once (see above); retrying once (known intermittent DMA/vCPU memory divergence under load)\n'
   riscv64_e2e
 fi
 # --- end of the riscv64 tier ---------------------------------------------------------------------
