@@ -17,8 +17,8 @@
 //! result and `testhost: N passed, M failed`.
 //!
 //! The kernel (L1 and L2): `--kernel`, else `$TESTHOST_KERNEL_RISCV64`, else the riscv64
-//! recipe's `patched` variant (`tests/testhost/kernel-riscv64`, patches 0001-0004: the
-//! passthrough needs 0002-0004), built once per machine and cached. Busybox from
+//! recipe's `patched` variant (`tests/testhost/kernel-riscv64`, patches 0001-0005: the
+//! passthrough needs 0002-0005), built once per machine and cached. Busybox from
 //! `setup-riscv64.sh`'s cache. Files go to `<workspace>/target/testhost/e2e-riscv64`.
 
 use std::path::{Path, PathBuf};
